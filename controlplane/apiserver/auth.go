@@ -47,7 +47,9 @@ func (AllowAuthenticated) Authorize(context.Context, *User, string, request) (bo
 
 type userKey struct{}
 
-func withUser(ctx context.Context, u *User) context.Context { return context.WithValue(ctx, userKey{}, u) }
+func withUser(ctx context.Context, u *User) context.Context {
+	return context.WithValue(ctx, userKey{}, u)
+}
 
 // userFrom returns the authenticated user of a request context.
 func userFrom(ctx context.Context) *User {

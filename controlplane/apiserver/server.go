@@ -57,7 +57,7 @@ type Server struct {
 	cfg       Config
 	store     storage.Store
 	cache     *cache.Cache
-	resources map[string]*registry.Resource       // group/version/plural
+	resources map[string]*registry.Resource // group/version/plural
 	caches    map[*registry.Resource]*cache.Resource
 	discovery *discovery
 	ready     atomic.Bool

@@ -97,7 +97,7 @@ func (a *Allocator) release(ctx context.Context, key string) {
 	a.store.Delete(ctx, key, 0)
 }
 
-func ipKey(ip string) string  { return ipPrefix + ip }
+func ipKey(ip string) string { return ipPrefix + ip }
 func portKey(p int32) string { return portPrefix + strconv.Itoa(int(p)) }
 
 func owner(svc *corev1.Service) string { return svc.Namespace + "/" + svc.Name }
