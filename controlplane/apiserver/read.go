@@ -55,7 +55,8 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, req request) {
 		writeError(w, err, req.res, req.name)
 		return
 	}
-	e, _ := s.cache.Get(s.caches[req.res], objectKey(req.res, req.namespace, req.name))
+	e, _ := s.cache.Get(s.caches[req.res], s.key(req.res, req.namespace, req.name))
+	e = s.view(req.res, e)
 	if e == nil {
 		writeError(w, apierrors.NewNotFound(req.res.GVR().GroupResource(), req.name), req.res, req.name)
 		return
@@ -138,12 +139,13 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, req request) {
 		writeError(w, err, req.res, "")
 		return
 	}
-	prefix := keyPrefix(req.res, req.namespace)
+	prefix := s.prefix(req.res, req.namespace)
 	var match func(*cache.Entry) bool
 	if !sel.everything() {
 		match = sel.matches
 	}
 	entries, rev, more := s.cache.List(s.caches[req.res], prefix, start, limit, match)
+	entries = s.views(req.res, entries)
 	if tokenRev != 0 {
 		rev = tokenRev
 	}
@@ -224,9 +226,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 			return
 		}
 	}
-	prefix := keyPrefix(req.res, req.namespace)
+	prefix := s.prefix(req.res, req.namespace)
 	if req.name != "" {
-		prefix = objectKey(req.res, req.namespace, req.name)
+		prefix = s.key(req.res, req.namespace, req.name)
 	}
 	var match func(*cache.Entry) bool
 	if !sel.everything() || req.name != "" {
@@ -279,6 +281,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 		return true
 	}
 	sendEvent := func(ev cache.Event) bool {
+		ev.Entry = s.view(req.res, ev.Entry)
 		if table {
 			t := s.table(req.res, []*cache.Entry{ev.Entry}, include)
 			t.ResourceVersion = strconv.FormatInt(ev.Revision, 10)

@@ -80,12 +80,25 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("resource %s registered twice", key)
 		}
 		s.resources[key] = r
+		if r.StoredAs != nil {
+			continue
+		}
 		p := resourcePrefix(r)
 		if _, shared := byPrefix[p]; shared {
-			return nil, fmt.Errorf("resource %s shares storage %s with another version", key, p)
+			return nil, fmt.Errorf("resource %s shares storage %s with another resource without StoredAs", key, p)
 		}
 		byPrefix[p] = s.cache.Register(p, decoder(r), restamper(r))
 		s.caches[r] = byPrefix[p]
+	}
+	for _, r := range cfg.Resources {
+		if r.StoredAs == nil {
+			continue
+		}
+		st := s.stored(r)
+		if st == nil || st.StoredAs != nil {
+			return nil, fmt.Errorf("resource %s/%s/%s is stored as %v, which is not served", r.Group, r.Version, r.Plural, *r.StoredAs)
+		}
+		s.caches[r] = s.caches[st]
 	}
 	s.discovery = newDiscovery(cfg.Resources)
 	return s, nil

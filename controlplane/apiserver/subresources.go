@@ -38,7 +38,8 @@ func (s *Server) serveScale(w http.ResponseWriter, r *http.Request, req request)
 			writeError(w, err, res, req.name)
 			return
 		}
-		e, _ := s.cache.Get(s.caches[res], objectKey(res, req.namespace, req.name))
+		e, _ := s.cache.Get(s.caches[res], s.key(res, req.namespace, req.name))
+		e = s.view(res, e)
 		if e == nil {
 			writeError(w, apierrors.NewNotFound(res.GVR().GroupResource(), req.name), res, req.name)
 			return

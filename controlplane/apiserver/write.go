@@ -124,12 +124,12 @@ func (s *Server) Create(ctx context.Context, res *registry.Resource, ns string, 
 			return nil, err
 		}
 	}
-	data, err := encodeForStorage(res, obj)
+	data, err := s.encode(res, obj)
 	if err != nil {
 		undo()
 		return nil, err
 	}
-	rev, err := s.store.Create(ctx, objectKey(res, m.GetNamespace(), m.GetName()), data)
+	rev, err := s.store.Create(ctx, s.key(res, m.GetNamespace(), m.GetName()), data)
 	if err != nil {
 		undo()
 		return nil, statusError(err, res, m.GetName())
@@ -197,17 +197,12 @@ type transform func(current runtime.Object) (runtime.Object, error)
 // retrying when another writer got there first, unless the desired object
 // carries a resourceVersion precondition.
 func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name string, mode updateMode, dry bool, fn transform) (runtime.Object, error) {
-	key := objectKey(res, ns, name)
+	key := s.key(res, ns, name)
 	for attempt := 0; ; attempt++ {
-		kv, err := s.store.Get(ctx, key)
+		current, revision, err := s.load(ctx, res, key)
 		if err != nil {
 			return nil, statusError(err, res, name)
 		}
-		e, err := decoder(res)(key, kv.Value, kv.Revision)
-		if err != nil {
-			return nil, err
-		}
-		current := e.Object
 		obj, err := fn(current.DeepCopyObject())
 		if err != nil {
 			return nil, err
@@ -217,7 +212,7 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 			return nil, badRequest("%v", err)
 		}
 		precondition := m.GetResourceVersion()
-		if precondition != "" && precondition != strconv.FormatInt(kv.Revision, 10) {
+		if precondition != "" && precondition != strconv.FormatInt(revision, 10) {
 			return nil, statusError(storage.ErrConflict, res, name)
 		}
 		if m.GetName() != name {
@@ -229,26 +224,26 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 			}
 			m.SetNamespace(ns)
 		}
-		if uid := m.GetUID(); uid != "" && uid != e.Object.(metav1.Object).GetUID() {
-			return nil, apierrors.NewConflict(res.GVR().GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, e.Object.(metav1.Object).GetUID()))
+		if uid := m.GetUID(); uid != "" && uid != current.(metav1.Object).GetUID() {
+			return nil, apierrors.NewConflict(res.GVR().GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, current.(metav1.Object).GetUID()))
 		}
 		obj, err = s.prepareUpdate(res, mode, obj, current)
 		if err != nil {
 			return nil, err
 		}
 		m, _ = meta.Accessor(obj)
-		data, err := encodeForStorage(res, obj)
+		data, err := s.encode(res, obj)
 		if err != nil {
 			return nil, err
 		}
-		old, _ := encodeForStorage(res, current.DeepCopyObject())
+		old, _ := s.encode(res, current)
 		if string(data) == string(old) || dry {
 			// Nothing changed: upstream writes nothing and keeps the version.
-			m.SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
+			m.SetResourceVersion(strconv.FormatInt(revision, 10))
 			return obj, nil
 		}
 		if m.GetDeletionTimestamp() != nil && len(m.GetFinalizers()) == 0 && !namespaceFinalizing(obj) && !podTerminating(obj) {
-			rev, err := s.store.Delete(ctx, key, kv.Revision)
+			rev, err := s.store.Delete(ctx, key, revision)
 			if err == nil {
 				s.noteWrite(rev)
 				s.afterDelete(ctx, res, obj)
@@ -265,12 +260,12 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 			if undo, err = h.BeforeUpdate(ctx, obj, current); err != nil {
 				return nil, err
 			}
-			if data, err = encodeForStorage(res, obj); err != nil {
+			if data, err = s.encode(res, obj); err != nil {
 				undo()
 				return nil, err
 			}
 		}
-		rev, err := s.store.Update(ctx, key, data, kv.Revision)
+		rev, err := s.store.Update(ctx, key, data, revision)
 		if err != nil {
 			undo()
 			if errors.Is(err, storage.ErrConflict) && precondition == "" && attempt < maxUpdateRetries {
@@ -510,17 +505,13 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, req request) {
 // propagation gets a deletionTimestamp and is removed when its finalizers are.
 func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name string, opts metav1.DeleteOptions) (runtime.Object, error) {
 	dry := len(opts.DryRun) > 0
-	key := objectKey(res, ns, name)
+	key := s.key(res, ns, name)
 	for attempt := 0; ; attempt++ {
-		kv, err := s.store.Get(ctx, key)
+		current, revision, err := s.load(ctx, res, key)
 		if err != nil {
 			return nil, statusError(err, res, name)
 		}
-		e, err := decoder(res)(key, kv.Value, kv.Revision)
-		if err != nil {
-			return nil, err
-		}
-		obj := e.Object.DeepCopyObject()
+		obj := current.DeepCopyObject()
 		m, _ := meta.Accessor(obj)
 		if pc := opts.Preconditions; pc != nil {
 			if pc.UID != nil && *pc.UID != m.GetUID() {
@@ -535,11 +526,11 @@ func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name st
 			if dry || !changed {
 				return obj, nil
 			}
-			data, err := encodeForStorage(res, obj)
+			data, err := s.encode(res, obj)
 			if err != nil {
 				return nil, err
 			}
-			rev, err := s.store.Update(ctx, key, data, kv.Revision)
+			rev, err := s.store.Update(ctx, key, data, revision)
 			if errors.Is(err, storage.ErrConflict) && attempt < maxUpdateRetries {
 				continue
 			}
@@ -553,7 +544,7 @@ func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name st
 		if dry {
 			return obj, nil
 		}
-		rev, err := s.store.Delete(ctx, key, kv.Revision)
+		rev, err := s.store.Delete(ctx, key, revision)
 		if errors.Is(err, storage.ErrConflict) && attempt < maxUpdateRetries {
 			continue
 		}
@@ -653,7 +644,7 @@ func (s *Server) deleteCollection(w http.ResponseWriter, r *http.Request, req re
 		writeError(w, err, req.res, "")
 		return
 	}
-	entries, _, _ := s.cache.List(s.caches[req.res], keyPrefix(req.res, req.namespace), "", 0, sel.matches)
+	entries, _, _ := s.cache.List(s.caches[req.res], s.prefix(req.res, req.namespace), "", 0, sel.matches)
 	for _, e := range entries {
 		if _, err := s.Delete(r.Context(), req.res, e.Namespace, e.Name, opts); err != nil && !apierrors.IsNotFound(err) {
 			writeError(w, err, req.res, e.Name)
