@@ -82,7 +82,9 @@ func (a *Allocator) pick(ctx context.Context, n int, key func(int) string, owner
 	start, _ := rand.Int(rand.Reader, big.NewInt(int64(n)))
 	for i := 0; i < n; i++ {
 		slot := (int(start.Int64()) + i) % n
-		_, err := a.claim(ctx, key(slot), owner)
+		// Only a key nobody holds will do, not even one this owner holds:
+		// a service must not get the same port for two of its ports.
+		_, err := a.store.Create(ctx, key(slot), []byte(owner))
 		if err == nil {
 			return slot, nil
 		}
