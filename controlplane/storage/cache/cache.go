@@ -306,7 +306,13 @@ func (c *Cache) WaitFor(ctx context.Context, revision int64) error {
 		return nil
 	}
 	c.mu.RUnlock()
-	stop := context.AfterFunc(ctx, c.cond.Broadcast)
+	// Taking the lock before broadcasting means a waiter is either still
+	// before its ctx check or already inside Wait, so the wake-up is not lost.
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.mu.Unlock()
+		c.cond.Broadcast()
+	})
 	defer stop()
 	c.mu.RLock()
 	defer c.mu.RUnlock()

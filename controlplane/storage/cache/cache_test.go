@@ -1,0 +1,88 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/navarch/navarch/controlplane/storage/etcd"
+)
+
+func rawDecoder(key string, value []byte, rev int64) (*Entry, error) {
+	return &Entry{Key: key, Name: key, Revision: rev, Data: value, Labels: labels.Set{"v": string(value)}, Fields: fields.Set{}}, nil
+}
+
+func rawRestamp(e *Entry, rev int64) (*Entry, error) {
+	c := *e
+	c.Revision = rev
+	return &c, nil
+}
+
+func TestCacheFollowsStoreAndFiltersWatches(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	member, err := etcd.StartEmbedded(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+	store := etcd.NewStore(member.Client)
+	if _, err := store.Create(ctx, "/registry/g/things/a", []byte("red")); err != nil {
+		t.Fatal(err)
+	}
+	c := New(store)
+	res := c.Register("/registry/g/things/", rawDecoder, rawRestamp)
+	if err := c.Load(ctx, "/registry/"); err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx, "/registry/")
+	start := c.Revision()
+
+	red := func(e *Entry) bool { return e.Labels["v"] == "red" }
+	w, backlog, _, err := c.Watch(res, "/registry/g/things/", start, false, red)
+	if err != nil || len(backlog) != 0 {
+		t.Fatalf("watch: %v, backlog %d", err, len(backlog))
+	}
+	rev, _ := store.Create(ctx, "/registry/g/things/b", []byte("blue"))
+	kv, _ := store.Get(ctx, "/registry/g/things/a")
+	store.Update(ctx, "/registry/g/things/a", []byte("blue"), kv.Revision) // leaves the selector: DELETED
+	rev2, _ := store.Update(ctx, "/registry/g/things/b", []byte("red"), rev)
+	if err := c.WaitFor(ctx, rev2); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		typ EventType
+		key string
+	}{{Deleted, "/registry/g/things/a"}, {Added, "/registry/g/things/b"}}
+	for _, wnt := range want {
+		select {
+		case ev := <-w.Events():
+			if ev.Type != wnt.typ || ev.Entry.Key != wnt.key {
+				t.Fatalf("got %s %s, want %s %s", ev.Type, ev.Entry.Key, wnt.typ, wnt.key)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event, want %s %s", wnt.typ, wnt.key)
+		}
+	}
+	entries, _, _ := c.List(res, "/registry/g/things/", "", 0, red)
+	if len(entries) != 1 || entries[0].Key != "/registry/g/things/b" {
+		t.Fatalf("list of red things: %v", entries)
+	}
+
+	// Once compacted, older versions are gone.
+	c.Compacted(rev2)
+	if _, _, _, err := c.Watch(res, "/registry/g/things/", start, false, nil); !errors.Is(err, ErrGone) {
+		t.Fatalf("watch from before compaction: %v, want ErrGone", err)
+	}
+
+	// WaitFor gives up when its context ends.
+	short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer stop()
+	if err := c.WaitFor(short, rev2+1000); err == nil {
+		t.Fatal("WaitFor for a future revision returned without error")
+	}
+}
