@@ -36,12 +36,13 @@ func (trustAll) Authenticate(*http.Request) (*apiserver.User, bool, error) {
 }
 
 type testServer struct {
+	url    string
 	api    *apiserver.Server
 	client kubernetes.Interface
 	store  *etcd.Store
 }
 
-func startServer(t *testing.T) *testServer {
+func startServer(t testing.TB) *testServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	member, err := etcd.StartEmbedded(ctx, t.TempDir())
@@ -72,7 +73,7 @@ func startServer(t *testing.T) *testServer {
 			t.Fatal(err)
 		}
 	}
-	return &testServer{api: api, client: client, store: store}
+	return &testServer{url: hs.URL, api: api, client: client, store: store}
 }
 
 func configMap(name, value string) *corev1.ConfigMap {
