@@ -1,0 +1,36 @@
+# Navarch: a Kubernetes-compatible container orchestrator in one Go binary.
+# Targets say what they do; `make run` and `make test` are the README's two commands.
+
+GO      ?= go
+BIN     := bin/navarch
+DATADIR ?= /var/lib/navarch
+
+.PHONY: build run test test-unit e2e bench clean
+
+## build: compile the navarch binary into bin/
+build:
+	$(GO) build -o $(BIN) ./cmd/navarch
+
+## run: build and start a single-node cluster (API on https://127.0.0.1:6443,
+## kubeconfig written to $(DATADIR)/admin.kubeconfig); Ctrl-C stops it.
+run: build
+	./$(BIN) server --data-dir $(DATADIR)
+
+## test: every test: unit, API server integration, and end-to-end with real kubectl
+test:
+	$(GO) test -count=1 -timeout 30m ./...
+
+## test-unit: the tests that need no built binary
+test-unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+## e2e: only the end-to-end suite (real binary, real kubectl)
+e2e:
+	$(GO) test -count=1 -timeout 20m ./test/...
+
+## bench: API server benchmarks; paste the table into bench/RESULTS.md
+bench: build
+	$(GO) run ./bench/apiserver -navarch ./$(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,212 @@
+// Package controlplane wires together everything `navarch server` runs: the
+// state store (embedded etcd or an external cluster), the API server, the
+// start-up objects and the controllers. Each part is started in order here
+// and nowhere else; a failure of any part stops the whole server.
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/rest"
+
+	"github.com/navarch/navarch/controlplane/apiserver"
+	"github.com/navarch/navarch/controlplane/apiserver/openapi"
+	"github.com/navarch/navarch/controlplane/bootstrap"
+	"github.com/navarch/navarch/controlplane/controllers/namespace"
+	"github.com/navarch/navarch/controlplane/registry"
+	"github.com/navarch/navarch/controlplane/registry/apps"
+	"github.com/navarch/navarch/controlplane/registry/batch"
+	"github.com/navarch/navarch/controlplane/registry/core"
+	"github.com/navarch/navarch/controlplane/registry/others"
+	"github.com/navarch/navarch/controlplane/servicealloc"
+	"github.com/navarch/navarch/controlplane/storage/etcd"
+	"github.com/navarch/navarch/internal/pki"
+)
+
+// Config is what `navarch server` is told by its flags.
+type Config struct {
+	DataDir            string
+	BindAddress        string
+	AdvertiseAddress   string // the address in the kubernetes Service's endpoints; default: a host address
+	SecurePort         int
+	WriteKubeconfig    string
+	EtcdServers        []string
+	ServiceCIDR        string
+	NodePortBase       int
+	NodePortSize       int
+	CompactionInterval time.Duration
+	Version            version.Info
+}
+
+// Resources is every resource the API server serves, in discovery order.
+func Resources() []*registry.Resource {
+	var all []*registry.Resource
+	for _, group := range [][]*registry.Resource{core.Resources(), apps.Resources(), batch.Resources(), others.Resources()} {
+		all = append(all, group...)
+	}
+	return all
+}
+
+// Run runs the control plane until ctx ends, then stops it in order.
+func Run(ctx context.Context, cfg Config) error {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	host := cfg.BindAddress
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	hosts := []string{host}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	certs, err := pki.Ensure(filepath.Join(cfg.DataDir, "pki"), hosts)
+	if err != nil {
+		return err
+	}
+
+	// State store.
+	var client *clientv3.Client
+	fatal := make(chan error, 4)
+	if len(cfg.EtcdServers) > 0 {
+		if client, err = etcd.Dial(cfg.EtcdServers); err != nil {
+			return err
+		}
+		defer client.Close()
+	} else {
+		member, err := etcd.StartEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"))
+		if err != nil {
+			return err
+		}
+		defer member.Close()
+		client = member.Client
+		go func() {
+			if err := <-member.Err(); err != nil {
+				fatal <- fmt.Errorf("embedded etcd: %w", err)
+			}
+		}()
+	}
+	store := etcd.NewStore(client)
+
+	// API server.
+	resources := Resources()
+	docs, err := openapi.New(resources)
+	if err != nil {
+		return fmt.Errorf("openapi: %w", err)
+	}
+	alloc, err := servicealloc.New(store, cfg.ServiceCIDR, cfg.NodePortBase, cfg.NodePortSize)
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(cfg.SecurePort))
+	api, err := apiserver.New(apiserver.Config{
+		Store:              store,
+		Resources:          resources,
+		Authenticators:     []apiserver.Authenticator{apiserver.ClientCertAuthenticator{}},
+		Version:            cfg.Version,
+		ServerAddress:      addr,
+		OpenAPIV2:          docs.ServeV2,
+		OpenAPIV3:          docs.ServeV3,
+		Hooks:              map[string]apiserver.WriteHooks{"/services": alloc}, // core group: "" + "/" + resource
+		CompactionInterval: cfg.CompactionInterval,
+	})
+	if err != nil {
+		return err
+	}
+	if err := api.Start(ctx); err != nil {
+		return err
+	}
+	listener, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.SecurePort)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler: api.Handler(),
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{certs.Serving},
+			ClientCAs:    certs.ClientCAs(),
+			ClientAuth:   tls.VerifyClientCertIfGiven,
+			MinVersion:   tls.VersionTLS12,
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          nil,
+	}
+	go func() {
+		if err := srv.ServeTLS(listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fatal <- fmt.Errorf("serve: %w", err)
+		}
+	}()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		srv.Shutdown(sctx)
+	}()
+
+	advertise := cfg.AdvertiseAddress
+	if advertise == "" {
+		advertise = hostAddress(host)
+	}
+	if err := bootstrap.Run(ctx, api, bootstrap.Config{ClusterIP: alloc.FirstIP(), EndpointIP: advertise, SecurePort: int32(cfg.SecurePort)}); err != nil {
+		return err
+	}
+	serverURL := "https://" + addr
+	if err := pki.WriteKubeconfig(cfg.WriteKubeconfig, serverURL, certs.CACertPEM, certs.AdminCertPEM, certs.AdminKeyPEM); err != nil {
+		return err
+	}
+	slog.Info("api server ready", "url", serverURL, "kubeconfig", cfg.WriteKubeconfig, "startup", time.Since(start).Round(time.Millisecond))
+
+	// Controllers, as clients of the API server.
+	restCfg := &rest.Config{
+		Host: serverURL, QPS: 1000, Burst: 2000, UserAgent: "navarch-controller-manager",
+		TLSClientConfig: rest.TLSClientConfig{CAData: certs.CACertPEM, CertData: certs.AdminCertPEM, KeyData: certs.AdminKeyPEM},
+	}
+	nsController, err := namespace.New(restCfg)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := nsController.Run(ctx); err != nil && ctx.Err() == nil {
+			fatal <- fmt.Errorf("namespace controller: %w", err)
+		}
+	}()
+
+	select {
+	case <-ctx.Done():
+		slog.Info("shutting down")
+		return nil
+	case err := <-fatal:
+		return err
+	}
+}
+
+// hostAddress picks the address the kubernetes Service points at when none is
+// given: the first global unicast IPv4 address of the host, as upstream's
+// advertise address defaults to; fallback when the host has none.
+func hostAddress(fallback string) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fallback
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.String()
+		}
+	}
+	return fallback
+}
