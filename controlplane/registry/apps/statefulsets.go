@@ -1,13 +1,89 @@
 package apps
 
 import (
+	"fmt"
+
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/navarch/navarch/controlplane/registry"
+	"github.com/navarch/navarch/controlplane/registry/core"
 )
 
 func statefulsets() *registry.Resource {
 	return &registry.Resource{Group: "apps", Version: "v1", Plural: "statefulsets", Singular: "statefulset", Kind: "StatefulSet", Namespaced: true, ShortNames: []string{"sts"}, Categories: []string{"all"}, Status: true,
-		New: func() runtime.Object { return &appsv1.StatefulSet{} }, NewList: func() runtime.Object { return &appsv1.StatefulSetList{} }}
+		New: func() runtime.Object { return &appsv1.StatefulSet{} }, NewList: func() runtime.Object { return &appsv1.StatefulSetList{} },
+		Default: func(obj runtime.Object) {
+			s := obj.(*appsv1.StatefulSet)
+			if s.Spec.Replicas == nil {
+				s.Spec.Replicas = one()
+			}
+			if s.Spec.PodManagementPolicy == "" {
+				s.Spec.PodManagementPolicy = appsv1.OrderedReadyPodManagement
+			}
+			if s.Spec.UpdateStrategy.Type == "" {
+				s.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+			}
+			if s.Spec.UpdateStrategy.Type == appsv1.RollingUpdateStatefulSetStrategyType {
+				if s.Spec.UpdateStrategy.RollingUpdate == nil {
+					s.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{}
+				}
+				if s.Spec.UpdateStrategy.RollingUpdate.Partition == nil {
+					s.Spec.UpdateStrategy.RollingUpdate.Partition = int32p(0)
+				}
+			}
+			if s.Spec.RevisionHistoryLimit == nil {
+				s.Spec.RevisionHistoryLimit = int32p(10)
+			}
+			if s.Spec.PersistentVolumeClaimRetentionPolicy == nil {
+				s.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+					WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType}
+			}
+			for i := range s.Spec.VolumeClaimTemplates {
+				c := &s.Spec.VolumeClaimTemplates[i]
+				if c.Spec.VolumeMode == nil {
+					m := corev1.PersistentVolumeFilesystem
+					c.Spec.VolumeMode = &m
+				}
+			}
+			core.DefaultPodSpec(&s.Spec.Template.Spec)
+		},
+		Validate: func(obj, old runtime.Object) field.ErrorList {
+			s := obj.(*appsv1.StatefulSet)
+			var oldSel *metav1.LabelSelector
+			if o, ok := old.(*appsv1.StatefulSet); ok {
+				oldSel = o.Spec.Selector
+			}
+			errs := validateReplicas(s.Spec.Replicas, spec.Child("replicas"))
+			errs = append(errs, validateSelectorAndTemplate(s.Spec.Selector, oldSel, &s.Spec.Template, true)...)
+			switch s.Spec.PodManagementPolicy {
+			case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
+			default:
+				errs = append(errs, field.NotSupported(spec.Child("podManagementPolicy"), s.Spec.PodManagementPolicy, []string{"OrderedReady", "Parallel"}))
+			}
+			return errs
+		},
+		Columns: []metav1.TableColumnDefinition{
+			registry.NameColumn,
+			{Name: "Ready", Type: "string", Description: "Number of the pod with ready state"},
+			registry.AgeColumn,
+			{Name: "Containers", Type: "string", Priority: 1, Description: "Names of each container in the template."},
+			{Name: "Images", Type: "string", Priority: 1, Description: "Images referenced by each container in the template."},
+		},
+		Row: func(obj runtime.Object) []interface{} {
+			s := obj.(*appsv1.StatefulSet)
+			names, images := core.ContainersAndImages(&s.Spec.Template.Spec)
+			return []interface{}{s.Name, fmt.Sprintf("%d/%d", s.Status.ReadyReplicas, deref(s.Spec.Replicas)), registry.Age(s.CreationTimestamp), names, images}
+		},
+		Scale: &registry.Scale{
+			Get: func(obj runtime.Object) (int32, int32, string) {
+				s := obj.(*appsv1.StatefulSet)
+				return deref(s.Spec.Replicas), s.Status.Replicas, selectorString(s.Spec.Selector)
+			},
+			SetReplicas: func(obj runtime.Object, n int32) { obj.(*appsv1.StatefulSet).Spec.Replicas = &n },
+		},
+	}
 }
