@@ -234,4 +234,3 @@ func podRow(obj runtime.Object) []interface{} {
 	}
 	return []interface{}{pod.Name, fmt.Sprintf("%d/%d", ready, total), reason, restartCell, registry.Age(pod.CreationTimestamp), ip, node, nominated, gates}
 }
-
