@@ -105,10 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// API server.
 	resources := Resources()
-	docs, err := openapi.New(resources)
-	if err != nil {
-		return fmt.Errorf("openapi: %w", err)
-	}
+	docs := openapi.NewLazy(resources)
 	alloc, err := servicealloc.New(store, cfg.ServiceCIDR, cfg.NodePortBase, cfg.NodePortSize)
 	if err != nil {
 		return err
@@ -163,12 +160,16 @@ func Run(ctx context.Context, cfg Config) error {
 		advertise = hostAddress(host)
 	}
 	if err := bootstrap.Run(ctx, api, bootstrap.Config{ClusterIP: alloc.FirstIP(), EndpointIP: advertise, SecurePort: int32(cfg.SecurePort)}); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: not a failure
+		}
 		return err
 	}
 	serverURL := "https://" + addr
 	if err := pki.WriteKubeconfig(cfg.WriteKubeconfig, serverURL, certs.CACertPEM, certs.AdminCertPEM, certs.AdminKeyPEM); err != nil {
 		return err
 	}
+	api.MarkReady()
 	slog.Info("api server ready", "url", serverURL, "kubeconfig", cfg.WriteKubeconfig, "startup", time.Since(start).Round(time.Millisecond))
 
 	// Controllers, as clients of the API server.

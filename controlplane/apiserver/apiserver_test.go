@@ -60,6 +60,7 @@ func startServer(t testing.TB) *testServer {
 	if err := api.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	api.MarkReady()
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(func() {
 		hs.CloseClientConnections()

@@ -108,8 +108,9 @@ func (s *Server) lookup(group, version, plural string) *registry.Resource {
 	return s.resources[group+"/"+version+"/"+plural]
 }
 
-// Start loads the cache and follows the store until ctx ends; the server is
-// ready when Start returns without error.
+// Start loads the cache and follows the store until ctx ends. The server
+// serves once Start returns, but reports ready only after MarkReady, so that
+// start-up work (the bootstrap objects) is done before clients rely on it.
 func (s *Server) Start(ctx context.Context) error {
 	if err := s.cache.Load(ctx, "/registry/"); err != nil {
 		return err
@@ -123,9 +124,11 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.CompactionInterval > 0 {
 		go s.compactLoop(ctx, s.cfg.CompactionInterval)
 	}
-	s.ready.Store(true)
 	return nil
 }
+
+// MarkReady makes /readyz report success.
+func (s *Server) MarkReady() { s.ready.Store(true) }
 
 // compactLoop compacts the store to the revision seen one interval earlier,
 // as upstream does, so that watchers have one interval to catch up.

@@ -286,6 +286,41 @@ func (b *builder) response(result schema) schema {
 	return schema{"description": "OK", "schema": result}
 }
 
+// Lazy builds the documents on first use: they are large, most server
+// starts never need them, and building them would delay readiness.
+type Lazy struct {
+	resources []*registry.Resource
+	once      sync.Once
+	docs      *Documents
+	err       error
+}
+
+// NewLazy returns documents for resources, built when first served.
+func NewLazy(resources []*registry.Resource) *Lazy { return &Lazy{resources: resources} }
+
+func (l *Lazy) get(w http.ResponseWriter) *Documents {
+	l.once.Do(func() { l.docs, l.err = New(l.resources) })
+	if l.err != nil {
+		http.Error(w, fmt.Sprintf("openapi: %v", l.err), http.StatusInternalServerError)
+		return nil
+	}
+	return l.docs
+}
+
+// ServeV2 serves /openapi/v2.
+func (l *Lazy) ServeV2(w http.ResponseWriter, r *http.Request) {
+	if d := l.get(w); d != nil {
+		d.ServeV2(w, r)
+	}
+}
+
+// ServeV3 serves /openapi/v3 and the group-version documents.
+func (l *Lazy) ServeV3(w http.ResponseWriter, r *http.Request) {
+	if d := l.get(w); d != nil {
+		d.ServeV3(w, r)
+	}
+}
+
 // ServeV2 serves /openapi/v2 as JSON or, when asked, protobuf.
 func (d *Documents) ServeV2(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Etag", `"`+d.v2Hash+`"`)

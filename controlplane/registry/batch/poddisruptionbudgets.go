@@ -1,13 +1,68 @@
 package batch
 
 import (
+	"fmt"
+
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/navarch/navarch/controlplane/registry"
 )
 
 func poddisruptionbudgets() *registry.Resource {
 	return &registry.Resource{Group: "policy", Version: "v1", Plural: "poddisruptionbudgets", Singular: "poddisruptionbudget", Kind: "PodDisruptionBudget", Namespaced: true, ShortNames: []string{"pdb"}, Status: true,
-		New: func() runtime.Object { return &policyv1.PodDisruptionBudget{} }, NewList: func() runtime.Object { return &policyv1.PodDisruptionBudgetList{} }}
+		New: func() runtime.Object { return &policyv1.PodDisruptionBudget{} }, NewList: func() runtime.Object { return &policyv1.PodDisruptionBudgetList{} },
+		Validate: func(obj, old runtime.Object) field.ErrorList {
+			p := obj.(*policyv1.PodDisruptionBudget)
+			var errs field.ErrorList
+			if p.Spec.MinAvailable != nil && p.Spec.MaxUnavailable != nil {
+				errs = append(errs, field.Invalid(spec, p.Spec, "minAvailable and maxUnavailable cannot be both set"))
+			}
+			errs = append(errs, pdbValue(p.Spec.MinAvailable, spec.Child("minAvailable"))...)
+			errs = append(errs, pdbValue(p.Spec.MaxUnavailable, spec.Child("maxUnavailable"))...)
+			if p.Spec.Selector != nil {
+				errs = append(errs, metav1validation.ValidateLabelSelector(p.Spec.Selector, metav1validation.LabelSelectorValidationOptions{}, spec.Child("selector"))...)
+			}
+			return errs
+		},
+		Columns: []metav1.TableColumnDefinition{
+			registry.NameColumn,
+			{Name: "Min Available", Type: "string", Description: "The minimum number of pods that must be available."},
+			{Name: "Max Unavailable", Type: "string", Description: "The maximum number of pods that may be unavailable."},
+			{Name: "Allowed Disruptions", Type: "integer", Description: "Number of pod disruptions that are currently allowed."},
+			registry.AgeColumn,
+		},
+		Row: func(obj runtime.Object) []interface{} {
+			p := obj.(*policyv1.PodDisruptionBudget)
+			show := func(v *intstr.IntOrString) string {
+				if v == nil {
+					return "N/A"
+				}
+				return v.String()
+			}
+			return []interface{}{p.Name, show(p.Spec.MinAvailable), show(p.Spec.MaxUnavailable), int64(p.Status.DisruptionsAllowed), registry.Age(p.CreationTimestamp)}
+		},
+	}
+}
+
+// pdbValue checks a count (>= 0) or a percentage (0% to 100%).
+func pdbValue(v *intstr.IntOrString, fld *field.Path) field.ErrorList {
+	if v == nil {
+		return nil
+	}
+	if v.Type == intstr.Int {
+		if v.IntVal < 0 {
+			return field.ErrorList{field.Invalid(fld, v.IntVal, "must be greater than or equal to 0")}
+		}
+		return nil
+	}
+	var pct int
+	if _, err := fmt.Sscanf(v.StrVal, "%d%%", &pct); err != nil || fmt.Sprintf("%d%%", pct) != v.StrVal || pct < 0 || pct > 100 {
+		return field.ErrorList{field.Invalid(fld, v.StrVal, "must be an integer or a percentage between 0% and 100%")}
+	}
+	return nil
 }

@@ -32,15 +32,6 @@ func pods() *registry.Resource {
 			}
 			return errs
 		},
-		ValidateStatus: func(obj, old runtime.Object) field.ErrorList {
-			pod := obj.(*corev1.Pod)
-			var errs field.ErrorList
-			if old.(*corev1.Pod).Spec.NodeName == "" && pod.Status.Phase != corev1.PodPending && pod.Status.Phase != corev1.PodFailed && pod.Status.Phase != "" {
-				// Only a node runs a pod, so only a bound pod can be Running.
-				errs = append(errs, field.Invalid(field.NewPath("status", "phase"), pod.Status.Phase, "may not be set for a pod that is not bound to a node"))
-			}
-			return errs
-		},
 		Columns: []metav1.TableColumnDefinition{
 			registry.NameColumn,
 			{Name: "Ready", Type: "string", Description: "The aggregate readiness state of this pod for accepting traffic."},
