@@ -23,3 +23,16 @@ var NameColumn = metav1.TableColumnDefinition{Name: "Name", Type: "string", Form
 // AgeColumn is the conventional AGE column.
 var AgeColumn = metav1.TableColumnDefinition{Name: "Age", Type: "string",
 	Description: "CreationTimestamp is a timestamp representing the server time when this object was created."}
+
+// SelectorColumn renders a label selector for SELECTOR columns and the scale
+// subresource ("app=web,tier in (a,b)"), "<none>" when absent.
+func SelectorColumn(sel *metav1.LabelSelector) string {
+	if sel == nil {
+		return "<none>"
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return "<none>"
+	}
+	return s.String()
+}

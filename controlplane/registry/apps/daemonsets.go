@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -37,7 +38,7 @@ func daemonsets() *registry.Resource {
 				}
 			}
 			if d.Spec.RevisionHistoryLimit == nil {
-				d.Spec.RevisionHistoryLimit = int32p(10)
+				d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 			}
 			core.DefaultPodSpec(&d.Spec.Template.Spec)
 		},
@@ -68,7 +69,7 @@ func daemonsets() *registry.Resource {
 			sel := labels.FormatLabels(d.Spec.Template.Spec.NodeSelector)
 			return []interface{}{d.Name, int64(d.Status.DesiredNumberScheduled), int64(d.Status.CurrentNumberScheduled), int64(d.Status.NumberReady),
 				int64(d.Status.UpdatedNumberScheduled), int64(d.Status.NumberAvailable), strings.TrimSpace(sel), registry.Age(d.CreationTimestamp),
-				names, images, selectorString(d.Spec.Selector)}
+				names, images, registry.SelectorColumn(d.Spec.Selector)}
 		},
 	}
 }

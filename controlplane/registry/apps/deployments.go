@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -19,7 +20,7 @@ func deployments() *registry.Resource {
 		Default: func(obj runtime.Object) {
 			d := obj.(*appsv1.Deployment)
 			if d.Spec.Replicas == nil {
-				d.Spec.Replicas = one()
+				d.Spec.Replicas = ptr.To[int32](1)
 			}
 			if d.Spec.Strategy.Type == "" {
 				d.Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
@@ -38,10 +39,10 @@ func deployments() *registry.Resource {
 				}
 			}
 			if d.Spec.RevisionHistoryLimit == nil {
-				d.Spec.RevisionHistoryLimit = int32p(10)
+				d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 			}
 			if d.Spec.ProgressDeadlineSeconds == nil {
-				d.Spec.ProgressDeadlineSeconds = int32p(600)
+				d.Spec.ProgressDeadlineSeconds = ptr.To[int32](600)
 			}
 			core.DefaultPodSpec(&d.Spec.Template.Spec)
 		},
@@ -61,8 +62,8 @@ func deployments() *registry.Resource {
 				}
 			case appsv1.RollingUpdateDeploymentStrategyType:
 				ru := d.Spec.Strategy.RollingUpdate
-				errs = append(errs, validateIntOrPercent(ru.MaxSurge, st.Child("rollingUpdate", "maxSurge"))...)
-				errs = append(errs, validateIntOrPercent(ru.MaxUnavailable, st.Child("rollingUpdate", "maxUnavailable"))...)
+				errs = append(errs, registry.ValidateCountOrPercent(ru.MaxSurge, st.Child("rollingUpdate", "maxSurge"))...)
+				errs = append(errs, registry.ValidateCountOrPercent(ru.MaxUnavailable, st.Child("rollingUpdate", "maxUnavailable"))...)
 				if isZero(ru.MaxSurge) && isZero(ru.MaxUnavailable) {
 					errs = append(errs, field.Invalid(st.Child("rollingUpdate", "maxUnavailable"), ru.MaxUnavailable.String(), "may not be 0 when `maxSurge` is 0"))
 				}
@@ -90,14 +91,14 @@ func deployments() *registry.Resource {
 		Row: func(obj runtime.Object) []interface{} {
 			d := obj.(*appsv1.Deployment)
 			names, images := core.ContainersAndImages(&d.Spec.Template.Spec)
-			return []interface{}{d.Name, fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, deref(d.Spec.Replicas)),
+			return []interface{}{d.Name, fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, ptr.Deref(d.Spec.Replicas, 0)),
 				int64(d.Status.UpdatedReplicas), int64(d.Status.AvailableReplicas), registry.Age(d.CreationTimestamp),
-				names, images, selectorString(d.Spec.Selector)}
+				names, images, registry.SelectorColumn(d.Spec.Selector)}
 		},
 		Scale: &registry.Scale{
 			Get: func(obj runtime.Object) (int32, int32, string) {
 				d := obj.(*appsv1.Deployment)
-				return deref(d.Spec.Replicas), d.Status.Replicas, selectorString(d.Spec.Selector)
+				return ptr.Deref(d.Spec.Replicas, 0), d.Status.Replicas, registry.SelectorColumn(d.Spec.Selector)
 			},
 			SetReplicas: func(obj runtime.Object, n int32) { obj.(*appsv1.Deployment).Spec.Replicas = &n },
 		},

@@ -5,6 +5,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -16,7 +17,7 @@ func replicasets() *registry.Resource {
 		Default: func(obj runtime.Object) {
 			rs := obj.(*appsv1.ReplicaSet)
 			if rs.Spec.Replicas == nil {
-				rs.Spec.Replicas = one()
+				rs.Spec.Replicas = ptr.To[int32](1)
 			}
 			core.DefaultPodSpec(&rs.Spec.Template.Spec)
 		},
@@ -42,13 +43,13 @@ func replicasets() *registry.Resource {
 		Row: func(obj runtime.Object) []interface{} {
 			rs := obj.(*appsv1.ReplicaSet)
 			names, images := core.ContainersAndImages(&rs.Spec.Template.Spec)
-			return []interface{}{rs.Name, int64(deref(rs.Spec.Replicas)), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas),
-				registry.Age(rs.CreationTimestamp), names, images, selectorString(rs.Spec.Selector)}
+			return []interface{}{rs.Name, int64(ptr.Deref(rs.Spec.Replicas, 0)), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas),
+				registry.Age(rs.CreationTimestamp), names, images, registry.SelectorColumn(rs.Spec.Selector)}
 		},
 		Scale: &registry.Scale{
 			Get: func(obj runtime.Object) (int32, int32, string) {
 				rs := obj.(*appsv1.ReplicaSet)
-				return deref(rs.Spec.Replicas), rs.Status.Replicas, selectorString(rs.Spec.Selector)
+				return ptr.Deref(rs.Spec.Replicas, 0), rs.Status.Replicas, registry.SelectorColumn(rs.Spec.Selector)
 			},
 			SetReplicas: func(obj runtime.Object, n int32) { obj.(*appsv1.ReplicaSet).Spec.Replicas = &n },
 		},

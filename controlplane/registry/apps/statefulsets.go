@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -19,7 +20,7 @@ func statefulsets() *registry.Resource {
 		Default: func(obj runtime.Object) {
 			s := obj.(*appsv1.StatefulSet)
 			if s.Spec.Replicas == nil {
-				s.Spec.Replicas = one()
+				s.Spec.Replicas = ptr.To[int32](1)
 			}
 			if s.Spec.PodManagementPolicy == "" {
 				s.Spec.PodManagementPolicy = appsv1.OrderedReadyPodManagement
@@ -32,11 +33,11 @@ func statefulsets() *registry.Resource {
 					s.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{}
 				}
 				if s.Spec.UpdateStrategy.RollingUpdate.Partition == nil {
-					s.Spec.UpdateStrategy.RollingUpdate.Partition = int32p(0)
+					s.Spec.UpdateStrategy.RollingUpdate.Partition = ptr.To[int32](0)
 				}
 			}
 			if s.Spec.RevisionHistoryLimit == nil {
-				s.Spec.RevisionHistoryLimit = int32p(10)
+				s.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 			}
 			if s.Spec.PersistentVolumeClaimRetentionPolicy == nil {
 				s.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
@@ -76,12 +77,12 @@ func statefulsets() *registry.Resource {
 		Row: func(obj runtime.Object) []interface{} {
 			s := obj.(*appsv1.StatefulSet)
 			names, images := core.ContainersAndImages(&s.Spec.Template.Spec)
-			return []interface{}{s.Name, fmt.Sprintf("%d/%d", s.Status.ReadyReplicas, deref(s.Spec.Replicas)), registry.Age(s.CreationTimestamp), names, images}
+			return []interface{}{s.Name, fmt.Sprintf("%d/%d", s.Status.ReadyReplicas, ptr.Deref(s.Spec.Replicas, 0)), registry.Age(s.CreationTimestamp), names, images}
 		},
 		Scale: &registry.Scale{
 			Get: func(obj runtime.Object) (int32, int32, string) {
 				s := obj.(*appsv1.StatefulSet)
-				return deref(s.Spec.Replicas), s.Status.Replicas, selectorString(s.Spec.Selector)
+				return ptr.Deref(s.Spec.Replicas, 0), s.Status.Replicas, registry.SelectorColumn(s.Spec.Selector)
 			},
 			SetReplicas: func(obj runtime.Object, n int32) { obj.(*appsv1.StatefulSet).Spec.Replicas = &n },
 		},

@@ -1,14 +1,11 @@
 package apps
 
 import (
-	"fmt"
-
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -52,51 +49,6 @@ func labelsOf(t *corev1.PodTemplateSpec) labels.Set { return labels.Set(t.Labels
 func validateReplicas(p *int32, fld *field.Path) field.ErrorList {
 	if p != nil && *p < 0 {
 		return field.ErrorList{field.Invalid(fld, *p, "must be greater than or equal to 0")}
-	}
-	return nil
-}
-
-func one() *int32 {
-	n := int32(1)
-	return &n
-}
-
-func int32p(n int32) *int32 { return &n }
-
-func deref(p *int32) int32 {
-	if p == nil {
-		return 0
-	}
-	return *p
-}
-
-// selectorString renders a selector as kubectl's SELECTOR column and the
-// scale subresource do.
-func selectorString(sel *metav1.LabelSelector) string {
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil || sel == nil {
-		return "<none>"
-	}
-	return s.String()
-}
-
-// validateIntOrPercent checks maxSurge/maxUnavailable style values.
-func validateIntOrPercent(v *intstr.IntOrString, fld *field.Path) field.ErrorList {
-	if v == nil {
-		return nil
-	}
-	if v.Type == intstr.Int {
-		if v.IntVal < 0 {
-			return field.ErrorList{field.Invalid(fld, v.IntVal, "must be greater than or equal to 0")}
-		}
-		return nil
-	}
-	var pct int
-	if _, err := fmt.Sscanf(v.StrVal, "%d%%", &pct); err != nil || fmt.Sprintf("%d%%", pct) != v.StrVal {
-		return field.ErrorList{field.Invalid(fld, v.StrVal, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")}
-	}
-	if pct > 100 {
-		return field.ErrorList{field.Invalid(fld, v.StrVal, "must not be greater than 100%")}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -27,10 +28,10 @@ func cronjobs() *registry.Resource {
 				cj.Spec.Suspend = &f
 			}
 			if cj.Spec.SuccessfulJobsHistoryLimit == nil {
-				cj.Spec.SuccessfulJobsHistoryLimit = int32p(3)
+				cj.Spec.SuccessfulJobsHistoryLimit = ptr.To[int32](3)
 			}
 			if cj.Spec.FailedJobsHistoryLimit == nil {
-				cj.Spec.FailedJobsHistoryLimit = int32p(1)
+				cj.Spec.FailedJobsHistoryLimit = ptr.To[int32](1)
 			}
 			core.DefaultPodSpec(&cj.Spec.JobTemplate.Spec.Template.Spec)
 		},
@@ -88,7 +89,7 @@ func cronjobs() *registry.Resource {
 				tz = *cj.Spec.TimeZone
 			}
 			return []interface{}{cj.Name, cj.Spec.Schedule, tz, cj.Spec.Suspend != nil && *cj.Spec.Suspend, int64(len(cj.Status.Active)), last,
-				registry.Age(cj.CreationTimestamp), names, images, selectorString(cj.Spec.JobTemplate.Spec.Selector)}
+				registry.Age(cj.CreationTimestamp), names, images, registry.SelectorColumn(cj.Spec.JobTemplate.Spec.Selector)}
 		},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 )
@@ -31,11 +32,11 @@ func horizontalpodautoscalers() *registry.Resource {
 		Default: func(obj runtime.Object) {
 			h := obj.(*autoscalingv2.HorizontalPodAutoscaler)
 			if h.Spec.MinReplicas == nil {
-				h.Spec.MinReplicas = int32p(1)
+				h.Spec.MinReplicas = ptr.To[int32](1)
 			}
 			if len(h.Spec.Metrics) == 0 {
 				h.Spec.Metrics = []autoscalingv2.MetricSpec{{Type: autoscalingv2.ResourceMetricSourceType, Resource: &autoscalingv2.ResourceMetricSource{
-					Name: corev1.ResourceCPU, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: int32p(80)}}}}
+					Name: corev1.ResourceCPU, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To[int32](80)}}}}
 			}
 			if b := h.Spec.Behavior; b != nil {
 				b.ScaleUp = defaultScalingRules(b.ScaleUp, 0, []autoscalingv2.HPAScalingPolicy{
@@ -80,7 +81,7 @@ func horizontalpodautoscalersV1() *registry.Resource {
 		StoredAs: &registry.StoredAs{Group: "autoscaling", Version: "v2", Plural: "horizontalpodautoscalers", ToStorage: HPAv1ToV2, FromStorage: HPAv2ToV1},
 		Default: func(obj runtime.Object) {
 			if h := obj.(*autoscalingv1.HorizontalPodAutoscaler); h.Spec.MinReplicas == nil {
-				h.Spec.MinReplicas = int32p(1)
+				h.Spec.MinReplicas = ptr.To[int32](1)
 			}
 		},
 		Validate: func(obj, old runtime.Object) field.ErrorList {
@@ -113,7 +114,7 @@ func defaultScalingRules(r *autoscalingv2.HPAScalingRules, window int32, policie
 		r = &autoscalingv2.HPAScalingRules{}
 	}
 	if r.StabilizationWindowSeconds == nil {
-		r.StabilizationWindowSeconds = int32p(window)
+		r.StabilizationWindowSeconds = ptr.To[int32](window)
 	}
 	if r.SelectPolicy == nil {
 		p := autoscalingv2.MaxChangePolicySelect

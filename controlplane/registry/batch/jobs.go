@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/core"
@@ -61,23 +62,23 @@ func jobs() *registry.Resource {
 		Row: func(obj runtime.Object) []interface{} {
 			job := obj.(*batchv1.Job)
 			names, images := core.ContainersAndImages(&job.Spec.Template.Spec)
-			return []interface{}{job.Name, jobStatus(job), jobCompletions(job), jobDuration(job), registry.Age(job.CreationTimestamp), names, images, selectorString(job.Spec.Selector)}
+			return []interface{}{job.Name, jobStatus(job), jobCompletions(job), jobDuration(job), registry.Age(job.CreationTimestamp), names, images, registry.SelectorColumn(job.Spec.Selector)}
 		},
 	}
 }
 
 func defaultJobSpec(s *batchv1.JobSpec) {
 	if s.Completions == nil && s.Parallelism == nil {
-		s.Completions, s.Parallelism = int32p(1), int32p(1)
+		s.Completions, s.Parallelism = ptr.To[int32](1), ptr.To[int32](1)
 	}
 	if s.Parallelism == nil {
-		s.Parallelism = int32p(1)
+		s.Parallelism = ptr.To[int32](1)
 	}
 	if s.BackoffLimit == nil {
 		if s.BackoffLimitPerIndex != nil {
-			s.BackoffLimit = int32p(math.MaxInt32)
+			s.BackoffLimit = ptr.To[int32](math.MaxInt32)
 		} else {
-			s.BackoffLimit = int32p(6)
+			s.BackoffLimit = ptr.To[int32](6)
 		}
 	}
 	if s.CompletionMode == nil {

@@ -1,8 +1,6 @@
 package batch
 
 import (
-	"fmt"
-
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
@@ -22,8 +20,8 @@ func poddisruptionbudgets() *registry.Resource {
 			if p.Spec.MinAvailable != nil && p.Spec.MaxUnavailable != nil {
 				errs = append(errs, field.Invalid(spec, p.Spec, "minAvailable and maxUnavailable cannot be both set"))
 			}
-			errs = append(errs, pdbValue(p.Spec.MinAvailable, spec.Child("minAvailable"))...)
-			errs = append(errs, pdbValue(p.Spec.MaxUnavailable, spec.Child("maxUnavailable"))...)
+			errs = append(errs, registry.ValidateCountOrPercent(p.Spec.MinAvailable, spec.Child("minAvailable"))...)
+			errs = append(errs, registry.ValidateCountOrPercent(p.Spec.MaxUnavailable, spec.Child("maxUnavailable"))...)
 			if p.Spec.Selector != nil {
 				errs = append(errs, metav1validation.ValidateLabelSelector(p.Spec.Selector, metav1validation.LabelSelectorValidationOptions{}, spec.Child("selector"))...)
 			}
@@ -47,22 +45,4 @@ func poddisruptionbudgets() *registry.Resource {
 			return []interface{}{p.Name, show(p.Spec.MinAvailable), show(p.Spec.MaxUnavailable), int64(p.Status.DisruptionsAllowed), registry.Age(p.CreationTimestamp)}
 		},
 	}
-}
-
-// pdbValue checks a count (>= 0) or a percentage (0% to 100%).
-func pdbValue(v *intstr.IntOrString, fld *field.Path) field.ErrorList {
-	if v == nil {
-		return nil
-	}
-	if v.Type == intstr.Int {
-		if v.IntVal < 0 {
-			return field.ErrorList{field.Invalid(fld, v.IntVal, "must be greater than or equal to 0")}
-		}
-		return nil
-	}
-	var pct int
-	if _, err := fmt.Sscanf(v.StrVal, "%d%%", &pct); err != nil || fmt.Sprintf("%d%%", pct) != v.StrVal || pct < 0 || pct > 100 {
-		return field.ErrorList{field.Invalid(fld, v.StrVal, "must be an integer or a percentage between 0% and 100%")}
-	}
-	return nil
 }

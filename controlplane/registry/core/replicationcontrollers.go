@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/registry"
 )
@@ -72,7 +73,7 @@ func replicationcontrollers() *registry.Resource {
 				spec = rc.Spec.Template.Spec
 			}
 			names, images := ContainersAndImages(&spec)
-			return []interface{}{rc.Name, int64(deref(rc.Spec.Replicas)), int64(rc.Status.Replicas), int64(rc.Status.ReadyReplicas),
+			return []interface{}{rc.Name, int64(ptr.Deref(rc.Spec.Replicas, 0)), int64(rc.Status.Replicas), int64(rc.Status.ReadyReplicas),
 				registry.Age(rc.CreationTimestamp), names, images, labels.FormatLabels(rc.Spec.Selector)}
 		},
 		Fields: func(obj runtime.Object) fields.Set {
@@ -81,18 +82,11 @@ func replicationcontrollers() *registry.Resource {
 		Scale: &registry.Scale{
 			Get: func(obj runtime.Object) (int32, int32, string) {
 				rc := obj.(*corev1.ReplicationController)
-				return deref(rc.Spec.Replicas), rc.Status.Replicas, labels.SelectorFromSet(rc.Spec.Selector).String()
+				return ptr.Deref(rc.Spec.Replicas, 0), rc.Status.Replicas, labels.SelectorFromSet(rc.Spec.Selector).String()
 			},
 			SetReplicas: func(obj runtime.Object, n int32) { obj.(*corev1.ReplicationController).Spec.Replicas = &n },
 		},
 	}
-}
-
-func deref(p *int32) int32 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
 
 // ContainersAndImages renders the CONTAINERS and IMAGES columns of workloads.

@@ -12,8 +12,6 @@ import (
 
 var spec = field.NewPath("spec")
 
-func int32p(n int32) *int32 { return &n }
-
 // createdAtColumns is the table of resources upstream shows with only a
 // name and a creation time.
 var createdAtColumns = []metav1.TableColumnDefinition{registry.NameColumn,
