@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/navarch/navarch/controlplane/apiserver"
@@ -30,6 +31,7 @@ import (
 	"github.com/navarch/navarch/controlplane/registry/batch"
 	"github.com/navarch/navarch/controlplane/registry/core"
 	"github.com/navarch/navarch/controlplane/registry/others"
+	"github.com/navarch/navarch/controlplane/scheduler"
 	"github.com/navarch/navarch/controlplane/servicealloc"
 	"github.com/navarch/navarch/controlplane/storage/etcd"
 	"github.com/navarch/navarch/internal/pki"
@@ -181,11 +183,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		if err := nsController.Run(ctx); err != nil && ctx.Err() == nil {
-			fatal <- fmt.Errorf("namespace controller: %w", err)
-		}
-	}()
+	schedCfg := rest.CopyConfig(restCfg)
+	schedCfg.UserAgent = "navarch-scheduler"
+	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
+	for name, run := range map[string]func(context.Context) error{"namespace controller": nsController.Run, "scheduler": sched.Run} {
+		name, run := name, run
+		go func() {
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				fatal <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
 
 	select {
 	case <-ctx.Done():

@@ -1,5 +1,5 @@
 // Package cli implements the navarch command line: one binary whose
-// subcommands (server, kubectl, version) each turn flags into the
+// subcommands (server, kubectl, sim, version) each turn flags into the
 // configuration of the component they run.
 package cli
 
@@ -22,6 +22,7 @@ const usage = `navarch: a Kubernetes-compatible container orchestrator in one bi
 Usage:
   navarch server [flags]     run the control plane (API server over etcd, controllers)
   navarch kubectl [args]     run the bundled kubectl against this cluster
+  navarch sim [flags]        run hollow nodes against an API server (for rehearsals and tests)
   navarch version            print the version
 
 Run 'navarch server --help' for the server's flags.
@@ -38,6 +39,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runServer(args[1:], stderr)
 	case "kubectl":
 		return RunKubectl(args[1:])
+	case "sim":
+		return runSim(args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "navarch %s (Kubernetes %s)\n", Version, KubeVersion)
 		return 0
