@@ -26,6 +26,7 @@ import (
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
+	"github.com/navarch/navarch/controlplane/controllers/replicaset"
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/apps"
 	"github.com/navarch/navarch/controlplane/registry/batch"
@@ -186,7 +187,10 @@ func Run(ctx context.Context, cfg Config) error {
 	schedCfg := rest.CopyConfig(restCfg)
 	schedCfg.UserAgent = "navarch-scheduler"
 	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
-	for name, run := range map[string]func(context.Context) error{"namespace controller": nsController.Run, "scheduler": sched.Run} {
+	replicas := replicaset.New(kubernetes.NewForConfigOrDie(restCfg))
+	for name, run := range map[string]func(context.Context) error{
+		"namespace controller": nsController.Run, "scheduler": sched.Run, "replicaset controller": replicas.Run,
+	} {
 		name, run := name, run
 		go func() {
 			if err := run(ctx); err != nil && ctx.Err() == nil {

@@ -108,6 +108,12 @@ func TestCRUDSemantics(t *testing.T) {
 		t.Fatalf("stale update: got %v, want Conflict", err)
 	}
 
+	// An update without a resourceVersion is unconditional.
+	unconditional := configMap("a", "4")
+	if got, err := cms.Update(ctx, unconditional, metav1.UpdateOptions{}); err != nil || got.Data["k"] != "4" {
+		t.Fatalf("unconditional update: %v %v", err, got)
+	}
+
 	// generateName gets a random suffix.
 	gen, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "gen-"}}, metav1.CreateOptions{})
 	if err != nil || len(gen.Name) != len("gen-")+5 {

@@ -215,6 +215,9 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 		if precondition != "" && precondition != strconv.FormatInt(revision, 10) {
 			return nil, statusError(storage.ErrConflict, res, name)
 		}
+		// An update without a version is unconditional: it applies to the
+		// current version, as upstream stamps it before validation.
+		m.SetResourceVersion(strconv.FormatInt(revision, 10))
 		if m.GetName() != name {
 			return nil, badRequest("the name of the object (%s) does not match the name on the URL (%s)", m.GetName(), name)
 		}
