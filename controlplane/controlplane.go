@@ -25,6 +25,7 @@ import (
 	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
+	"github.com/navarch/navarch/controlplane/controllers/deployment"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
 	"github.com/navarch/navarch/controlplane/registry"
@@ -187,9 +188,12 @@ func Run(ctx context.Context, cfg Config) error {
 	schedCfg := rest.CopyConfig(restCfg)
 	schedCfg.UserAgent = "navarch-scheduler"
 	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
-	replicas := replicaset.New(kubernetes.NewForConfigOrDie(restCfg))
+	kube := kubernetes.NewForConfigOrDie(restCfg)
 	for name, run := range map[string]func(context.Context) error{
-		"namespace controller": nsController.Run, "scheduler": sched.Run, "replicaset controller": replicas.Run,
+		"namespace controller":  nsController.Run,
+		"scheduler":             sched.Run,
+		"replicaset controller": replicaset.New(kube).Run,
+		"deployment controller": deployment.New(kube).Run,
 	} {
 		name, run := name, run
 		go func() {
