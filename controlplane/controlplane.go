@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
 	"github.com/navarch/navarch/controlplane/controllers/deployment"
+	"github.com/navarch/navarch/controlplane/controllers/garbagecollector"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
 	"github.com/navarch/navarch/controlplane/registry"
@@ -194,6 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"scheduler":             sched.Run,
 		"replicaset controller": replicaset.New(kube).Run,
 		"deployment controller": deployment.New(kube).Run,
+		"garbage collector":     garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg)).Run,
 	} {
 		name, run := name, run
 		go func() {

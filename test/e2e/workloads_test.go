@@ -86,6 +86,15 @@ func TestDeploymentLifecycleOnHollowNodes(t *testing.T) {
 	rollout()
 	running(2, "example.com/web:1")
 
+	// Deleting the deployment takes its replica sets and pods with it.
+	s.must(t, c, "delete", "deployment", "web")
+	eventually(t, 30*time.Second, func() error {
+		if out := s.must(t, c, "get", "replicasets,pods", "-l", "app=web", "-o", "name"); strings.TrimSpace(out) != "" {
+			return fmt.Errorf("left after deleting the deployment: %s", out)
+		}
+		return nil
+	})
+
 	// A pod that fits nowhere stays Pending and says why.
 	s.must(t, c, "run", "picky", "--image=busybox", `--overrides={"spec":{"nodeSelector":{"disk":"ssd"}}}`)
 	eventually(t, 30*time.Second, func() error {
