@@ -30,6 +30,7 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/garbagecollector"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
+	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/apps"
 	"github.com/navarch/navarch/controlplane/registry/batch"
@@ -192,11 +193,12 @@ func Run(ctx context.Context, cfg Config) error {
 	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
 	kube := kubernetes.NewForConfigOrDie(restCfg)
 	for name, run := range map[string]func(context.Context) error{
-		"namespace controller":  nsController.Run,
-		"scheduler":             sched.Run,
-		"replicaset controller": replicaset.New(kube).Run,
-		"deployment controller": deployment.New(kube).Run,
-		"garbage collector":     garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg)).Run,
+		"namespace controller":      nsController.Run,
+		"scheduler":                 sched.Run,
+		"replicaset controller":     replicaset.New(kube).Run,
+		"deployment controller":     deployment.New(kube).Run,
+		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg)).Run,
+		"serviceaccount controller": serviceaccount.New(kube).Run,
 	} {
 		name, run := name, run
 		go func() {
