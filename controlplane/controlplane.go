@@ -27,6 +27,7 @@ import (
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
 	"github.com/navarch/navarch/controlplane/controllers/deployment"
+	"github.com/navarch/navarch/controlplane/controllers/endpoints"
 	"github.com/navarch/navarch/controlplane/controllers/garbagecollector"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
@@ -199,6 +200,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"deployment controller":     deployment.New(kube).Run,
 		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg)).Run,
 		"serviceaccount controller": serviceaccount.New(kube).Run,
+		"endpoints controller":      endpoints.New(kube).Run,
 	} {
 		name, run := name, run
 		go func() {
