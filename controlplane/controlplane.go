@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -185,22 +186,26 @@ func Run(ctx context.Context, cfg Config) error {
 		Host: serverURL, QPS: 1000, Burst: 2000, UserAgent: "navarch-controller-manager",
 		TLSClientConfig: rest.TLSClientConfig{CAData: certs.CACertPEM, CertData: certs.AdminCertPEM, KeyData: certs.AdminKeyPEM},
 	}
-	nsController, err := namespace.New(restCfg)
+	// One informer cache for every controller, as upstream's controller
+	// manager has: each object is held once however many controllers watch it.
+	kube := kubernetes.NewForConfigOrDie(restCfg)
+	factory := informers.NewSharedInformerFactory(kube, 0)
+	defer factory.Shutdown()
+	nsController, err := namespace.New(restCfg, factory)
 	if err != nil {
 		return err
 	}
 	schedCfg := rest.CopyConfig(restCfg)
 	schedCfg.UserAgent = "navarch-scheduler"
 	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
-	kube := kubernetes.NewForConfigOrDie(restCfg)
 	for name, run := range map[string]func(context.Context) error{
 		"namespace controller":      nsController.Run,
 		"scheduler":                 sched.Run,
-		"replicaset controller":     replicaset.New(kube).Run,
-		"deployment controller":     deployment.New(kube).Run,
-		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg)).Run,
-		"serviceaccount controller": serviceaccount.New(kube).Run,
-		"endpoints controller":      endpoints.New(kube).Run,
+		"replicaset controller":     replicaset.New(kube, factory).Run,
+		"deployment controller":     deployment.New(kube, factory).Run,
+		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg), factory).Run,
+		"serviceaccount controller": serviceaccount.New(kube, factory).Run,
+		"endpoints controller":      endpoints.New(kube, factory).Run,
 	} {
 		name, run := name, run
 		go func() {

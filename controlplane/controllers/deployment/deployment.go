@@ -45,21 +45,23 @@ const (
 
 // Controller reconciles Deployments.
 type Controller struct {
-	client kubernetes.Interface
-	queue  workqueue.TypedRateLimitingInterface[string]
-	dl     appslisters.DeploymentLister
-	rsl    appslisters.ReplicaSetLister
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+	queue   workqueue.TypedRateLimitingInterface[string]
+	dl      appslisters.DeploymentLister
+	rsl     appslisters.ReplicaSetLister
 }
 
 // New returns the controller.
-func New(client kubernetes.Interface) *Controller {
-	return &Controller{client: client, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+// New returns the controller; it registers its informers with factory.
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
+	return &Controller{client: client, factory: factory, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "deployment"})}
 }
 
 // Run works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	factory := c.factory
 	dInf, rsInf := factory.Apps().V1().Deployments(), factory.Apps().V1().ReplicaSets()
 	c.dl, c.rsl = dInf.Lister(), rsInf.Lister()
 	add := func(obj interface{}) {
@@ -79,8 +81,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	rsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: owner, UpdateFunc: func(_, o interface{}) { owner(o) }, DeleteFunc: owner})
+	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), dInf.Informer().HasSynced, rsInf.Informer().HasSynced) {
 		return ctx.Err()
 	}

@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
@@ -61,8 +62,8 @@ func TestRollingUpdate(t *testing.T) {
 	defer cancel()
 	go sim.New(s.Client, sim.DefaultConfig(3)).Run(ctx)
 	go scheduler.New(s.Client).Run(ctx)
-	go replicaset.New(s.Client).Run(ctx)
-	go deployment.New(s.Client).Run(ctx)
+	go replicaset.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run(ctx)
+	go deployment.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run(ctx)
 	deploys := s.Client.AppsV1().Deployments("default")
 
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: appsv1.DeploymentSpec{

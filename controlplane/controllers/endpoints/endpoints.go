@@ -39,6 +39,7 @@ const maxPerSlice = 100
 // Controller maintains Endpoints and EndpointSlices.
 type Controller struct {
 	client   kubernetes.Interface
+	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string] // "namespace/service"
 	services corelisters.ServiceLister
 	pods     corelisters.PodLister
@@ -46,14 +47,14 @@ type Controller struct {
 }
 
 // New returns the controller.
-func New(client kubernetes.Interface) *Controller {
-	return &Controller{client: client, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
+	return &Controller{client: client, factory: factory, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "endpoints"})}
 }
 
 // Run works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	factory := c.factory
 	svcInf, podInf, sliceInf := factory.Core().V1().Services(), factory.Core().V1().Pods(), factory.Discovery().V1().EndpointSlices()
 	c.services, c.pods, c.slices = svcInf.Lister(), podInf.Lister(), sliceInf.Lister()
 	svcKey := func(obj interface{}) {
@@ -77,8 +78,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(o interface{}) { podChanged(o) }, UpdateFunc: func(old, o interface{}) { podChanged(old, o) }, DeleteFunc: func(o interface{}) { podChanged(o) }})
+	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, podInf.Informer().HasSynced, sliceInf.Informer().HasSynced) {
 		return ctx.Err()
 	}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
@@ -43,8 +44,8 @@ func TestServiceEndpointsFollowPods(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, run := range []func(context.Context) error{
-		sim.New(s.Client, sim.DefaultConfig(2)).Run, scheduler.New(s.Client).Run, replicaset.New(s.Client).Run,
-		endpoints.New(s.Client).Run, garbagecollector.New(s.Client, dynamic.NewForConfigOrDie(s.Config)).Run,
+		sim.New(s.Client, sim.DefaultConfig(2)).Run, scheduler.New(s.Client).Run, replicaset.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run,
+		endpoints.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run, garbagecollector.New(s.Client, dynamic.NewForConfigOrDie(s.Config), informers.NewSharedInformerFactory(s.Client, 0)).Run,
 	} {
 		go run(ctx)
 	}

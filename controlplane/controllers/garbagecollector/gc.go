@@ -38,10 +38,11 @@ type kind struct {
 
 // Collector is the garbage collector.
 type Collector struct {
-	client kubernetes.Interface
-	dyn    dynamic.Interface
-	kinds  map[string]*kind // by Kind
-	queue  workqueue.TypedRateLimitingInterface[item]
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+	dyn     dynamic.Interface
+	kinds   map[string]*kind // by Kind
+	queue   workqueue.TypedRateLimitingInterface[item]
 
 	mu         sync.Mutex
 	dependents map[types.UID]map[item]bool // owner uid -> its dependents
@@ -51,8 +52,8 @@ type Collector struct {
 type item struct{ kind, ns, name string }
 
 // New returns the collector.
-func New(client kubernetes.Interface, dyn dynamic.Interface) *Collector {
-	return &Collector{client: client, dyn: dyn, kinds: map[string]*kind{}, dependents: map[types.UID]map[item]bool{},
+func New(client kubernetes.Interface, dyn dynamic.Interface, factory informers.SharedInformerFactory) *Collector {
+	return &Collector{client: client, factory: factory, dyn: dyn, kinds: map[string]*kind{}, dependents: map[types.UID]map[item]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
 			workqueue.TypedRateLimitingQueueConfig[item]{Name: "garbagecollector"})}
 }
@@ -85,7 +86,7 @@ func (c *Collector) resource(k *kind, ns string) dynamic.ResourceInterface {
 
 // Run works until ctx ends.
 func (c *Collector) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	factory := c.factory
 	c.register(factory)
 	var synced []cache.InformerSynced
 	for name, k := range c.kinds {
@@ -102,8 +103,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		})
 		synced = append(synced, k.informer.HasSynced)
 	}
+	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
@@ -43,8 +44,8 @@ func TestPropagationPolicies(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, run := range []func(context.Context) error{
-		sim.New(s.Client, sim.DefaultConfig(2)).Run, scheduler.New(s.Client).Run, replicaset.New(s.Client).Run,
-		deployment.New(s.Client).Run, garbagecollector.New(s.Client, dynamic.NewForConfigOrDie(s.Config)).Run,
+		sim.New(s.Client, sim.DefaultConfig(2)).Run, scheduler.New(s.Client).Run, replicaset.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run,
+		deployment.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run, garbagecollector.New(s.Client, dynamic.NewForConfigOrDie(s.Config), informers.NewSharedInformerFactory(s.Client, 0)).Run,
 	} {
 		go run(ctx)
 	}

@@ -26,13 +26,14 @@ import (
 // Controller empties and finalizes deleted namespaces.
 type Controller struct {
 	client    kubernetes.Interface
+	factory   informers.SharedInformerFactory
 	dynamic   dynamic.Interface
 	discovery discovery.DiscoveryInterface
 	queue     workqueue.TypedRateLimitingInterface[string]
 }
 
 // New returns a controller talking to the API server through cfg.
-func New(cfg *rest.Config) (*Controller, error) {
+func New(cfg *rest.Config, factory informers.SharedInformerFactory) (*Controller, error) {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -42,7 +43,7 @@ func New(cfg *rest.Config) (*Controller, error) {
 		return nil, err
 	}
 	return &Controller{
-		client: client, dynamic: dyn, discovery: client.Discovery(),
+		client: client, factory: factory, dynamic: dyn, discovery: client.Discovery(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "namespace"}),
@@ -51,7 +52,7 @@ func New(cfg *rest.Config) (*Controller, error) {
 
 // Run works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	factory := c.factory
 	inf := factory.Core().V1().Namespaces()
 	enqueue := func(obj interface{}) {
 		if ns, ok := obj.(*corev1.Namespace); ok && ns.DeletionTimestamp != nil {
@@ -63,8 +64,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		UpdateFunc: func(_, obj interface{}) { enqueue(obj) },
 	})
 	lister := inf.Lister()
+	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
 		return ctx.Err()
 	}

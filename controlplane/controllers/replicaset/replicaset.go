@@ -53,6 +53,7 @@ const maxBurst = 500
 // Controller runs the loop for both kinds.
 type Controller struct {
 	client   kubernetes.Interface
+	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string] // "kind/namespace/name"
 	pods     corelisters.PodLister
 	rsLister appslisters.ReplicaSetLister
@@ -73,15 +74,15 @@ type expectation struct {
 }
 
 // New returns the controller.
-func New(client kubernetes.Interface) *Controller {
-	return &Controller{client: client, expectations: map[string]*expectation{},
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
+	return &Controller{client: client, factory: factory, expectations: map[string]*expectation{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "replicaset"})}
 }
 
 // Run works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	factory := c.factory
 	rsInf, rcInf, podInf := factory.Apps().V1().ReplicaSets(), factory.Core().V1().ReplicationControllers(), factory.Core().V1().Pods()
 	c.pods = podInf.Lister()
 	c.rsLister, c.rcLister = rsInf.Lister(), rcInf.Lister()
@@ -126,8 +127,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.podEvent(obj, 0, +1)
 		},
 	})
+	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), rsInf.Informer().HasSynced, rcInf.Informer().HasSynced, podInf.Informer().HasSynced) {
 		return ctx.Err()
 	}

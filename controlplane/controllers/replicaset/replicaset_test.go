@@ -10,6 +10,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
@@ -44,7 +45,7 @@ func TestReplicaCountsConverge(t *testing.T) {
 	defer cancel()
 	go sim.New(s.Client, sim.DefaultConfig(2)).Run(ctx)
 	go scheduler.New(s.Client).Run(ctx)
-	go replicaset.New(s.Client).Run(ctx)
+	go replicaset.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run(ctx)
 	pods := s.Client.CoreV1().Pods("default")
 	rss := s.Client.AppsV1().ReplicaSets("default")
 

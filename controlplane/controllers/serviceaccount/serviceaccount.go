@@ -21,19 +21,20 @@ const Default = "default"
 
 // Controller creates default ServiceAccounts.
 type Controller struct {
-	client kubernetes.Interface
-	queue  workqueue.TypedRateLimitingInterface[string] // namespace names
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+	queue   workqueue.TypedRateLimitingInterface[string] // namespace names
 }
 
 // New returns the controller.
-func New(client kubernetes.Interface) *Controller {
-	return &Controller{client: client, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
+	return &Controller{client: client, factory: factory, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "serviceaccount"})}
 }
 
 // Run works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	factory := c.factory
 	nsInf, saInf := factory.Core().V1().Namespaces(), factory.Core().V1().ServiceAccounts()
 	nsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj interface{}) { c.queue.Add(obj.(*corev1.Namespace).Name) },
@@ -49,8 +50,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}})
 	nsLister, saLister := nsInf.Lister(), saInf.Lister()
+	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), nsInf.Informer().HasSynced, saInf.Informer().HasSynced) {
 		return ctx.Err()
 	}

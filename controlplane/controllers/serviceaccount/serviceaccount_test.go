@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
 	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
@@ -16,7 +17,7 @@ func TestEveryNamespaceGetsDefaultServiceAccount(t *testing.T) {
 	s := apiservertest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go serviceaccount.New(s.Client).Run(ctx)
+	go serviceaccount.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run(ctx)
 	if _, err := s.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
