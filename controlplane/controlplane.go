@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -214,6 +215,17 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 	}
+
+	// Start-up leaves garbage behind (type registration, certificates,
+	// bootstrap writes) that the runtime would return to the system only
+	// slowly; give it back once the controllers have synced.
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+			debug.FreeOSMemory()
+		}
+	}()
 
 	select {
 	case <-ctx.Done():
