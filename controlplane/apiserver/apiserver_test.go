@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -112,6 +113,16 @@ func TestCRUDSemantics(t *testing.T) {
 	unconditional := configMap("a", "4")
 	if got, err := cms.Update(ctx, unconditional, metav1.UpdateOptions{}); err != nil || got.Data["k"] != "4" {
 		t.Fatalf("unconditional update: %v %v", err, got)
+	}
+
+	// A patch without a resourceVersion applies to whatever is current; one
+	// with a stale resourceVersion is a conflict.
+	if _, err := cms.Patch(ctx, "a", types.MergePatchType, []byte(`{"data":{"k":"5"}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("unconditional patch: %v", err)
+	}
+	stalePatch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"data":{"k":"6"}}`, created.ResourceVersion)
+	if _, err := cms.Patch(ctx, "a", types.MergePatchType, []byte(stalePatch), metav1.PatchOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("patch with a stale resourceVersion: got %v, want Conflict", err)
 	}
 
 	// generateName gets a random suffix.

@@ -428,6 +428,13 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 	var warnings []string
 	out, err := s.Update(r.Context(), req.res, req.namespace, req.name, modeFor(req.subresource), dry,
 		func(current runtime.Object) (runtime.Object, error) {
+			// The patch applies to the current object without its version, so
+			// the result is conditional only if the patch itself names a
+			// resourceVersion; otherwise a concurrent write means a retry,
+			// not a conflict, as upstream.
+			if m, err := meta.Accessor(current); err == nil {
+				m.SetResourceVersion("")
+			}
 			original, err := json.Marshal(current)
 			if err != nil {
 				return nil, err
