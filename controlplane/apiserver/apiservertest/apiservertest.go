@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,4 +75,21 @@ func Start(t testing.TB) *Server {
 		}
 	}
 	return &Server{Config: cfg, Client: client, API: api}
+}
+
+// Eventually polls f until it returns nil, failing the test with what and
+// f's last error when timeout passes first.
+func Eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }

@@ -11,11 +11,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,6 +30,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/navarch/navarch/controlplane/controllers/workloop"
 )
 
 // Annotations and labels shared with kubectl.
@@ -83,35 +83,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	rsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: owner, UpdateFunc: func(_, o interface{}) { owner(o) }, DeleteFunc: owner})
 	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), dInf.Informer().HasSynced, rsInf.Informer().HasSynced) {
-		return ctx.Err()
-	}
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				key, quit := c.queue.Get()
-				if quit {
-					return
-				}
-				if err := c.sync(ctx, key); err != nil && ctx.Err() == nil {
-					slog.Debug("deployment sync failed", "deployment", key, "err", err)
-					c.queue.AddRateLimited(key)
-				} else {
-					c.queue.Forget(key)
-				}
-				c.queue.Done(key)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	return workloop.Run(ctx, "deployment", c.queue, 4, c.sync, dInf.Informer().HasSynced, rsInf.Informer().HasSynced)
 }
 
 // TemplateHash names a pod template, as the pod-template-hash label does.

@@ -8,10 +8,8 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"log/slog"
 	"sort"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -28,6 +26,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/navarch/navarch/controlplane/controllers/workloop"
 )
 
 // ManagedBy marks the slices this controller owns, as upstream's does.
@@ -80,35 +80,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		AddFunc: func(o interface{}) { podChanged(o) }, UpdateFunc: func(old, o interface{}) { podChanged(old, o) }, DeleteFunc: func(o interface{}) { podChanged(o) }})
 	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, podInf.Informer().HasSynced, sliceInf.Informer().HasSynced) {
-		return ctx.Err()
-	}
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				key, quit := c.queue.Get()
-				if quit {
-					return
-				}
-				if err := c.sync(ctx, key); err != nil && ctx.Err() == nil {
-					slog.Debug("endpoints sync failed", "service", key, "err", err)
-					c.queue.AddRateLimited(key)
-				} else {
-					c.queue.Forget(key)
-				}
-				c.queue.Done(key)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	return workloop.Run(ctx, "endpoints", c.queue, 4, c.sync, svcInf.Informer().HasSynced, podInf.Informer().HasSynced, sliceInf.Informer().HasSynced)
 }
 
 func (c *Controller) queueServicesOf(p *corev1.Pod) {

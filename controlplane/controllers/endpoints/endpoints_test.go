@@ -26,17 +26,7 @@ import (
 
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	apiservertest.Eventually(t, 20*time.Second, what, f)
 }
 
 func TestServiceEndpointsFollowPods(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"sync"
 
@@ -26,6 +25,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/navarch/navarch/controlplane/controllers/workloop"
 )
 
 // kind is one kind the collector follows, as owner, dependent, or both.
@@ -105,35 +106,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
-		return ctx.Err()
-	}
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				it, quit := c.queue.Get()
-				if quit {
-					return
-				}
-				if err := c.sync(ctx, it); err != nil && ctx.Err() == nil {
-					slog.Debug("garbage collection failed", "kind", it.kind, "object", it.ns+"/"+it.name, "err", err)
-					c.queue.AddRateLimited(it)
-				} else {
-					c.queue.Forget(it)
-				}
-				c.queue.Done(it)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	return workloop.Run(ctx, "garbagecollector", c.queue, 4, c.sync, synced...)
 }
 
 // observe indexes an object's owners and queues what its change concerns:
@@ -346,18 +319,16 @@ func (c *Collector) finishOwner(ctx context.Context, k *kind, owner metav1.Objec
 	if !has(orphanDependents) && !has(deleteDependents) {
 		return nil
 	}
-	c.mu.Lock()
-	var deps []item
-	for d := range c.dependents[owner.GetUID()] {
-		deps = append(deps, d)
+	// The dependents are listed live, not from the cache: a dependent made
+	// just before its owner's deletion may not be in the cache yet, and
+	// missing it here would orphan nothing or delete out of order.
+	deps, err := c.liveDependents(ctx, owner)
+	if err != nil {
+		return err
 	}
-	c.mu.Unlock()
 	remaining := 0
-	for _, d := range deps {
-		dep := c.get(d.kind, d.ns, d.name)
-		if dep == nil {
-			continue
-		}
+	for _, ld := range deps {
+		d, dep := ld.item, ld.obj
 		var keep []metav1.OwnerReference
 		var mine *metav1.OwnerReference
 		for _, ref := range dep.GetOwnerReferences() {
@@ -396,6 +367,37 @@ func (c *Collector) finishOwner(ctx context.Context, k *kind, owner metav1.Objec
 	return c.patchMeta(ctx, k, owner, "finalizers", rest)
 }
 
+// liveDependent is a dependent read from the API server.
+type liveDependent struct {
+	item item
+	obj  metav1.Object
+}
+
+// liveDependents lists, from the API server, the objects of the followed
+// kinds in owner's namespace that name it as an owner.
+func (c *Collector) liveDependents(ctx context.Context, owner metav1.Object) ([]liveDependent, error) {
+	var out []liveDependent
+	for _, k := range c.kinds {
+		if !k.dependent {
+			continue
+		}
+		list, err := c.resource(k, owner.GetNamespace()).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("list %s in %q: %w", k.gvr.Resource, owner.GetNamespace(), err)
+		}
+		for i := range list.Items {
+			u := &list.Items[i]
+			for _, ref := range u.GetOwnerReferences() {
+				if ref.UID == owner.GetUID() {
+					out = append(out, liveDependent{item: item{kind: k.name, ns: u.GetNamespace(), name: u.GetName()}, obj: u})
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
 // patchMeta sets one metadata field of obj with a merge patch guarded by
 // its uid, so a newer object of the same name is never touched.
 func (c *Collector) patchMeta(ctx context.Context, k *kind, obj metav1.Object, field string, value interface{}) error {
@@ -407,8 +409,10 @@ func (c *Collector) patchMeta(ctx context.Context, k *kind, obj metav1.Object, f
 	}
 	data, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{field: value, "uid": obj.GetUID()}})
 	_, err := c.resource(k, obj.GetNamespace()).Patch(ctx, obj.GetName(), types.MergePatchType, data, metav1.PatchOptions{})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+	if apierrors.IsNotFound(err) {
 		return nil
 	}
+	// A conflict (the object was replaced) is retried: the next sync reads
+	// the live state again.
 	return err
 }

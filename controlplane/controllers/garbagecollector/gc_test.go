@@ -24,17 +24,7 @@ import (
 
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	apiservertest.Eventually(t, 30*time.Second, what, f)
 }
 
 // TestPropagationPolicies deletes a Deployment with each propagation policy
@@ -105,9 +95,14 @@ func TestPropagationPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "orphan", gone("orph"))
-	rsl, _ := s.Client.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=orph"})
-	if len(rsl.Items) != 1 || len(rsl.Items[0].OwnerReferences) != 0 {
-		t.Fatalf("orphaned replica set: %+v", rsl.Items)
+	rsl, err := s.Client.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=orph"})
+	if err != nil || len(rsl.Items) != 1 || len(rsl.Items[0].OwnerReferences) != 0 {
+		all, _ := s.Client.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{})
+		var names []string
+		for _, rs := range all.Items {
+			names = append(names, fmt.Sprintf("%s(labels %v, owners %d, deleting %v)", rs.Name, rs.Labels, len(rs.OwnerReferences), rs.DeletionTimestamp != nil))
+		}
+		t.Fatalf("orphaned replica set: %v %+v; all: %v", err, rsl.Items, names)
 	}
 	time.Sleep(300 * time.Millisecond) // nothing may collect the orphans later either
 	if rs, pods, _ := counts("orph"); rs != 1 || pods != 2 {

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +27,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/navarch/navarch/controlplane/controllers/workloop"
 )
 
 // owner is a ReplicaSet or ReplicationController as the loop sees it.
@@ -129,35 +130,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	})
 	// Start is idempotent: it starts what other controllers have not yet.
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), rsInf.Informer().HasSynced, rcInf.Informer().HasSynced, podInf.Informer().HasSynced) {
-		return ctx.Err()
-	}
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				key, quit := c.queue.Get()
-				if quit {
-					return
-				}
-				if err := c.sync(ctx, key); err != nil && ctx.Err() == nil {
-					slog.Debug("replica sync failed", "owner", key, "err", err)
-					c.queue.AddRateLimited(key)
-				} else {
-					c.queue.Forget(key)
-				}
-				c.queue.Done(key)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	return workloop.Run(ctx, "replicaset", c.queue, 4, c.sync, rsInf.Informer().HasSynced, rcInf.Informer().HasSynced, podInf.Informer().HasSynced)
 }
 
 func metaOf(obj interface{}) (metav1.Object, error) {
