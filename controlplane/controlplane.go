@@ -131,6 +131,8 @@ func Run(ctx context.Context, cfg Config) error {
 		OpenAPIV3:          docs.ServeV3,
 		Hooks:              map[string]apiserver.WriteHooks{"/services": alloc}, // core group: "" + "/" + resource
 		CompactionInterval: cfg.CompactionInterval,
+		// Mutating admission steps, in upstream's order.
+		Admission: []apiserver.Admitter{},
 	})
 	if err != nil {
 		return err

@@ -41,6 +41,9 @@ type Config struct {
 	Hooks map[string]WriteHooks
 	// CompactionInterval is how often old revisions are compacted (0: never).
 	CompactionInterval time.Duration
+	// Admission is the list of admission steps creates go through, in
+	// order, besides NamespaceLifecycle, which always runs.
+	Admission []Admitter
 }
 
 // WriteHooks run around the storage writes of one resource. Each returns an

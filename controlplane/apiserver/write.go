@@ -105,6 +105,9 @@ func (s *Server) Create(ctx context.Context, res *registry.Resource, ns string, 
 	if res.PrepareForCreate != nil {
 		res.PrepareForCreate(obj)
 	}
+	if err := s.admit(ctx, res, obj); err != nil {
+		return nil, err
+	}
 	errs := validateMeta(res, m, nil)
 	if res.Validate != nil {
 		errs = append(errs, res.Validate(obj, nil)...)

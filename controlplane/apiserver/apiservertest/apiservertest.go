@@ -39,9 +39,9 @@ type Server struct {
 	API    *apiserver.Server
 }
 
-// Start starts a server with every resource and the system namespaces; it
-// stops when the test ends.
-func Start(t testing.TB) *Server {
+// Start starts a server with every resource and the system namespaces, and
+// the admission steps given; it stops when the test ends.
+func Start(t testing.TB, admission ...apiserver.Admitter) *Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	member, err := etcd.StartEmbedded(ctx, t.TempDir())
@@ -52,7 +52,7 @@ func Start(t testing.TB) *Server {
 	for _, g := range [][]*registry.Resource{core.Resources(), apps.Resources(), batch.Resources(), others.Resources()} {
 		resources = append(resources, g...)
 	}
-	api, err := apiserver.New(apiserver.Config{Store: etcd.NewStore(member.Client), Resources: resources, Authenticators: []apiserver.Authenticator{trustAll{}}})
+	api, err := apiserver.New(apiserver.Config{Store: etcd.NewStore(member.Client), Resources: resources, Authenticators: []apiserver.Authenticator{trustAll{}}, Admission: admission})
 	if err != nil {
 		t.Fatal(err)
 	}
