@@ -17,5 +17,6 @@ func Resources() []*registry.Resource {
 		rolebindings(),
 		clusterroles(),
 		clusterrolebindings(),
+		priorityclasses(),
 	}
 }
