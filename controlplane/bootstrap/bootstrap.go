@@ -1,5 +1,6 @@
 // Package bootstrap creates the objects every cluster starts with: the system
-// namespaces and the kubernetes Service that points at the API server.
+// namespaces, the built-in priority classes and the kubernetes Service that
+// points at the API server.
 package bootstrap
 
 import (
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/navarch/navarch/controlplane/apiserver"
+	"github.com/navarch/navarch/controlplane/registry/others"
 )
 
 // Namespaces are created on every start (those that exist are left alone).
@@ -37,6 +39,12 @@ func Run(ctx context.Context, s *apiserver.Server, cfg Config) error {
 	}
 	for _, name := range Namespaces {
 		if err := create("", "v1", "namespaces", "", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			return err
+		}
+	}
+	// The built-in priority classes, as upstream's API server makes them.
+	for _, pc := range others.SystemPriorityClasses() {
+		if err := create("scheduling.k8s.io", "v1", "priorityclasses", "", pc); err != nil {
 			return err
 		}
 	}
