@@ -34,31 +34,13 @@ func (Fit) Filter(pod *corev1.Pod, node *framework.NodeInfo) string {
 	return ""
 }
 
-// Pods without requests still count, as upstream does for scoring, so that
-// best-effort pods spread too.
-const (
-	defaultMilliCPU = 100
-	defaultMemory   = 200 << 20
-)
-
-func scoringRequests(pod *corev1.Pod) (int64, int64) {
-	r := framework.PodRequests(pod)
-	if r.MilliCPU == 0 {
-		r.MilliCPU = defaultMilliCPU
-	}
-	if r.Memory == 0 {
-		r.Memory = defaultMemory
-	}
-	return r.MilliCPU, r.Memory
-}
-
+// usedAfter is the CPU and memory the node's pods and pod would take, with
+// the scoring defaults for pods that request none (framework.NonZeroRequests),
+// from the node's running sum rather than a walk of its pods.
 func usedAfter(pod *corev1.Pod, node *framework.NodeInfo) (cpu, mem float64) {
-	c, m := scoringRequests(pod)
-	for _, p := range node.Pods {
-		pc, pm := scoringRequests(p)
-		c, m = c+pc, m+pm
-	}
-	return float64(c), float64(m)
+	r := framework.NonZeroRequests(pod)
+	r.Add(node.NonZeroRequested)
+	return float64(r.MilliCPU), float64(r.Memory)
 }
 
 // LeastAllocated is the NodeResourcesLeastAllocated score.
