@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,12 @@ import (
 
 // DurationAnnotation makes a simulated pod succeed after the given duration.
 const DurationAnnotation = "navarch.io/sim-duration"
+
+// ExitCodeAnnotation, when non-zero, makes a simulated pod end Failed with
+// that exit code (reason Error) after its duration instead of succeeding.
+// Container restarts are not simulated: the pod fails whatever its
+// restartPolicy, which is what a Job with restartPolicy Never sees.
+const ExitCodeAnnotation = "navarch.io/sim-exit-code"
 
 // Config describes the simulated nodes.
 type Config struct {
@@ -260,7 +267,8 @@ func (s *Sim) sync(ctx context.Context, pod *corev1.Pod) error {
 	return s.maybeFinish(ctx, p)
 }
 
-// maybeFinish makes a pod with a sim duration succeed once it has run that long.
+// maybeFinish makes a pod with a sim duration succeed (or fail, with a
+// non-zero exit code annotation) once it has run that long.
 func (s *Sim) maybeFinish(ctx context.Context, pod *corev1.Pod) error {
 	v, ok := pod.Annotations[DurationAnnotation]
 	if !ok || pod.Status.StartTime == nil {
@@ -276,15 +284,19 @@ func (s *Sim) maybeFinish(ctx context.Context, pod *corev1.Pod) error {
 	}
 	now := metav1.Now()
 	p := pod.DeepCopy()
-	p.Status.Phase = corev1.PodSucceeded
+	phase, exitCode, reason, condReason := corev1.PodSucceeded, int32(0), "Completed", "PodCompleted"
+	if code, err := strconv.ParseInt(strings.TrimSpace(pod.Annotations[ExitCodeAnnotation]), 10, 32); err == nil && code != 0 {
+		phase, exitCode, reason, condReason = corev1.PodFailed, int32(code), "Error", "PodFailed"
+	}
+	p.Status.Phase = phase
 	for i := range p.Status.ContainerStatuses {
 		cs := &p.Status.ContainerStatuses[i]
 		cs.Ready = false
-		cs.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: *pod.Status.StartTime, FinishedAt: now}}
+		cs.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: exitCode, Reason: reason, StartedAt: *pod.Status.StartTime, FinishedAt: now}}
 	}
 	for i := range p.Status.Conditions {
 		if p.Status.Conditions[i].Type == corev1.PodReady || p.Status.Conditions[i].Type == corev1.ContainersReady {
-			p.Status.Conditions[i].Status, p.Status.Conditions[i].Reason = corev1.ConditionFalse, "PodCompleted"
+			p.Status.Conditions[i].Status, p.Status.Conditions[i].Reason = corev1.ConditionFalse, condReason
 		}
 	}
 	_, err = s.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
