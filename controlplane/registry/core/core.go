@@ -19,5 +19,6 @@ func Resources() []*registry.Resource {
 		replicationcontrollers(),
 		limitranges(),
 		resourcequotas(),
+		persistentvolumeclaims(),
 	}
 }
