@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/navarch/navarch/controlplane/admission/priority"
 	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
@@ -132,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Hooks:              map[string]apiserver.WriteHooks{"/services": alloc}, // core group: "" + "/" + resource
 		CompactionInterval: cfg.CompactionInterval,
 		// Mutating admission steps, in upstream's order.
-		Admission: []apiserver.Admitter{},
+		Admission: []apiserver.Admitter{priority.New()},
 	})
 	if err != nil {
 		return err
