@@ -1,9 +1,11 @@
 package apps
 
 import (
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -41,6 +43,21 @@ func daemonsets() *registry.Resource {
 				d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 			}
 			core.DefaultPodSpec(&d.Spec.Template.Spec)
+		},
+		// The template generation is server-owned, as upstream's: 1 on create,
+		// one more whenever the pod template changes. The DaemonSet controller
+		// puts it on pods as the pod-template-generation label.
+		PrepareForCreate: func(obj runtime.Object) {
+			metav1.SetMetaDataAnnotation(&obj.(*appsv1.DaemonSet).ObjectMeta, appsv1.DeprecatedTemplateGeneration, "1")
+		},
+		PrepareForUpdate: func(obj, old runtime.Object) {
+			d, o := obj.(*appsv1.DaemonSet), old.(*appsv1.DaemonSet)
+			gen, _ := strconv.ParseInt(o.Annotations[appsv1.DeprecatedTemplateGeneration], 10, 64)
+			core.DefaultPodSpec(&d.Spec.Template.Spec) // compare defaulted templates
+			if !apiequality.Semantic.DeepEqual(d.Spec.Template, o.Spec.Template) {
+				gen++
+			}
+			metav1.SetMetaDataAnnotation(&d.ObjectMeta, appsv1.DeprecatedTemplateGeneration, strconv.FormatInt(max(gen, 1), 10))
 		},
 		Validate: func(obj, old runtime.Object) field.ErrorList {
 			d := obj.(*appsv1.DaemonSet)
