@@ -29,6 +29,7 @@ import (
 	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
+	"github.com/navarch/navarch/controlplane/controllers/daemonset"
 	"github.com/navarch/navarch/controlplane/controllers/deployment"
 	"github.com/navarch/navarch/controlplane/controllers/endpoints"
 	"github.com/navarch/navarch/controlplane/controllers/garbagecollector"
@@ -207,6 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"scheduler":                 sched.Run,
 		"replicaset controller":     replicaset.New(kube, factory).Run,
 		"deployment controller":     deployment.New(kube, factory).Run,
+		"daemonset controller":      daemonset.New(kube, factory).Run,
 		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg), factory).Run,
 		"serviceaccount controller": serviceaccount.New(kube, factory).Run,
 		"endpoints controller":      endpoints.New(kube, factory).Run,
