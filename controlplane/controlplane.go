@@ -36,6 +36,7 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
 	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
+	"github.com/navarch/navarch/controlplane/controllers/statefulset"
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/apps"
 	"github.com/navarch/navarch/controlplane/registry/batch"
@@ -212,6 +213,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg), factory).Run,
 		"serviceaccount controller": serviceaccount.New(kube, factory).Run,
 		"endpoints controller":      endpoints.New(kube, factory).Run,
+		"statefulset controller":    statefulset.New(kube, factory).Run,
 	} {
 		name, run := name, run
 		go func() {
