@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 
+	"github.com/navarch/navarch/controlplane/controllers/podindex"
 	"github.com/navarch/navarch/controlplane/controllers/workloop"
 )
 
@@ -56,7 +57,7 @@ type Controller struct {
 	client   kubernetes.Interface
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string] // "kind/namespace/name"
-	pods     corelisters.PodLister
+	pods     cache.SharedIndexInformer                    // indexed by podindex
 	rsLister appslisters.ReplicaSetLister
 	rcLister corelisters.ReplicationControllerLister
 	get      map[string]func(ns, name string) (*owner, error)
@@ -85,7 +86,10 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *
 func (c *Controller) Run(ctx context.Context) error {
 	factory := c.factory
 	rsInf, rcInf, podInf := factory.Apps().V1().ReplicaSets(), factory.Core().V1().ReplicationControllers(), factory.Core().V1().Pods()
-	c.pods = podInf.Lister()
+	c.pods = podInf.Informer()
+	if err := podindex.Add(c.pods); err != nil {
+		return err
+	}
 	c.rsLister, c.rcLister = rsInf.Lister(), rcInf.Lister()
 	rsLister, rcLister := c.rsLister, c.rcLister
 	c.get = map[string]func(ns, name string) (*owner, error){
@@ -119,8 +123,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	rsInf.Informer().AddEventHandler(enqueueOwner("ReplicaSet"))
 	rcInf.Informer().AddEventHandler(enqueueOwner("ReplicationController"))
 	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj interface{}) { c.podEvent(obj, +1, 0) },
-		UpdateFunc: func(old, obj interface{}) { c.podEvent(obj, 0, 0); c.podEvent(old, 0, 0) },
+		AddFunc: func(obj interface{}) { c.podEvent(obj, +1, 0) },
+		UpdateFunc: func(old, obj interface{}) {
+			o, n := old.(*corev1.Pod), obj.(*corev1.Pod)
+			if statusOnly(o, n) {
+				c.podChanged(n)
+				return
+			}
+			c.podEvent(obj, 0, 0)
+			c.podEvent(old, 0, 0)
+		},
 		DeleteFunc: func(obj interface{}) {
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
@@ -192,6 +204,50 @@ func (c *Controller) matchingOwners(pod *corev1.Pod) []string {
 	return keys
 }
 
+// statusBatch is how long a pod's status change may wait before its
+// owner's status is recomputed: a sync walks all of the owner's pods, so
+// syncing on every one of thousands of pods going Running would make a
+// rollout cost O(pods²); batching the changes of one interval costs one walk.
+const statusBatch = 100 * time.Millisecond
+
+// statusOnly reports an update that changes neither the pod's labels nor its
+// owners nor its deletion: only what the owner's status counts.
+func statusOnly(old, cur *corev1.Pod) bool {
+	return old.DeletionTimestamp.Equal(cur.DeletionTimestamp) && isActive(old) == isActive(cur) &&
+		equalLabels(old.Labels, cur.Labels) && equalRefs(old.OwnerReferences, cur.OwnerReferences)
+}
+
+func equalLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func equalRefs(a, b []metav1.OwnerReference) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].UID != b[i].UID || ptr.Deref(a[i].Controller, false) != ptr.Deref(b[i].Controller, false) {
+			return false
+		}
+	}
+	return true
+}
+
+// podChanged queues, batched, the owner of a pod whose status changed.
+func (c *Controller) podChanged(pod *corev1.Pod) {
+	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil && (ref.Kind == "ReplicaSet" || ref.Kind == "ReplicationController") {
+		c.queue.AddAfter(ref.Kind+"/"+pod.Namespace+"/"+ref.Name, statusBatch)
+	}
+}
+
 func (c *Controller) satisfied(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -247,30 +303,30 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if !c.satisfied(key) {
 		return nil
 	}
-	all, err := c.pods.Pods(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
 	var owned []*corev1.Pod
-	for _, p := range all {
-		ref := metav1.GetControllerOf(p)
-		switch {
-		case ref != nil && ref.UID == o.meta.UID:
-			if !o.selector.Matches(labels.Set(p.Labels)) {
-				// It no longer matches: release it.
-				if err := c.setOwner(ctx, p, nil); err != nil {
-					return err
-				}
-				continue
-			}
-			if isActive(p) {
-				owned = append(owned, p)
-			}
-		case ref == nil && o.meta.DeletionTimestamp == nil && isActive(p) && o.selector.Matches(labels.Set(p.Labels)):
-			if err := c.setOwner(ctx, p, o); err != nil {
+	for _, p := range podindex.Controlled(c.pods, o.meta.UID) {
+		if p.Namespace != ns {
+			continue
+		}
+		if !o.selector.Matches(labels.Set(p.Labels)) {
+			// It no longer matches: release it.
+			if err := c.setOwner(ctx, p, nil); err != nil {
 				return err
 			}
+			continue
+		}
+		if isActive(p) {
 			owned = append(owned, p)
+		}
+	}
+	if o.meta.DeletionTimestamp == nil {
+		for _, p := range podindex.Orphans(c.pods, ns) {
+			if isActive(p) && o.selector.Matches(labels.Set(p.Labels)) {
+				if err := c.setOwner(ctx, p, o); err != nil {
+					return err
+				}
+				owned = append(owned, p)
+			}
 		}
 	}
 	if o.meta.DeletionTimestamp == nil {
@@ -284,7 +340,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			}
 		case diff > 0:
 			n := min(diff, maxBurst)
-			victims := deletionOrder(owned)[:n]
+			ranked := deletionOrder(owned)
+			victims := ranked[:n]
 			c.expect(key, 0, n)
 			for _, p := range victims {
 				err := c.client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
@@ -293,24 +350,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 					return err
 				}
 			}
-			owned = owned[:0]
-			for _, p := range all {
-				if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == o.meta.UID && isActive(p) && !contains(victims, p) {
-					owned = append(owned, p)
-				}
-			}
+			owned = ranked[n:]
 		}
 	}
 	return c.reportStatus(ctx, o, owned)
-}
-
-func contains(list []*corev1.Pod, p *corev1.Pod) bool {
-	for _, q := range list {
-		if q.UID == p.UID {
-			return true
-		}
-	}
-	return false
 }
 
 // deletionOrder ranks pods as upstream does when scaling down: unscheduled
