@@ -204,6 +204,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		serveOptional(w, r, s.cfg.OpenAPIV2)
 	case path == "/openapi/v3" || strings.HasPrefix(path, "/openapi/v3/"):
 		serveOptional(w, r, s.cfg.OpenAPIV3)
+	case path == "/debug/pprof" || strings.HasPrefix(path, "/debug/pprof/"):
+		s.serveProfiling(w, r)
 	case path == "/api" || path == "/apis" || path == "/api/v1" || (strings.HasPrefix(path, "/apis/") && strings.Count(strings.Trim(path, "/"), "/") <= 2):
 		s.discovery.serve(w, r, s.cfg.ServerAddress)
 	default:
