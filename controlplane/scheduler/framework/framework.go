@@ -9,6 +9,8 @@ package framework
 
 import (
 	"fmt"
+	"iter"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -90,10 +93,14 @@ type NodeInfo struct {
 	UsedPorts map[string]bool
 	// Groups are the node's pods by namespace and labels.
 	Groups map[string]*PodGroup
+	// byLabel lists the groups carrying each label "key=value", so that a
+	// selector that requires one label looks at those groups only.
+	byLabel map[string][]*PodGroup
 	// Owners counts the node's pods by the uid of their controller owner.
 	Owners map[types.UID]int
-	// WithAffinity are the node's pods with pod affinity or anti-affinity.
-	WithAffinity []*corev1.Pod
+	// WithAffinity are the node's pods with pod affinity or anti-affinity,
+	// with their terms resolved once, when the pod was added.
+	WithAffinity []*AffinityInfo
 }
 
 // PodGroup is a number of pods on one node sharing a namespace and labels.
@@ -106,7 +113,7 @@ type PodGroup struct {
 // NewNodeInfo makes the NodeInfo of node with pods on it.
 func NewNodeInfo(node *corev1.Node, pods ...*corev1.Pod) *NodeInfo {
 	n := &NodeInfo{Node: node, Allocatable: FromList(node.Status.Allocatable), UsedPorts: map[string]bool{},
-		Groups: map[string]*PodGroup{}, Owners: map[types.UID]int{}}
+		Groups: map[string]*PodGroup{}, byLabel: map[string][]*PodGroup{}, Owners: map[types.UID]int{}}
 	for _, p := range pods {
 		n.AddPod(p)
 	}
@@ -130,10 +137,165 @@ func groupKey(p *corev1.Pod) string {
 	return b.String()
 }
 
+// GroupsWith yields the node's pod groups that carry label ("key=value"),
+// or all its groups when label is "". Callers still match their selector:
+// the label only narrows the candidates (see IndexLabel).
+func (n *NodeInfo) GroupsWith(label string) iter.Seq[*PodGroup] {
+	return func(yield func(*PodGroup) bool) {
+		if label == "" {
+			for _, g := range n.Groups {
+				if !yield(g) {
+					return
+				}
+			}
+			return
+		}
+		for _, g := range n.byLabel[label] {
+			if !yield(g) {
+				return
+			}
+		}
+	}
+}
+
+// IndexLabel is a label ("key=value") that every pod sel selects carries,
+// from its matchLabels or a single-valued In expression, or "" if none.
+func IndexLabel(sel *metav1.LabelSelector) string {
+	if sel == nil {
+		return ""
+	}
+	best := ""
+	for k, v := range sel.MatchLabels {
+		if l := k + "=" + v; best == "" || l < best {
+			best = l // the smallest, so that the choice is stable
+		}
+	}
+	if best != "" {
+		return best
+	}
+	for _, e := range sel.MatchExpressions {
+		if e.Operator == metav1.LabelSelectorOpIn && len(e.Values) == 1 {
+			return e.Key + "=" + e.Values[0]
+		}
+	}
+	return ""
+}
+
 // HasPodAffinity reports a pod with pod affinity or anti-affinity terms.
 func HasPodAffinity(p *corev1.Pod) bool {
 	a := p.Spec.Affinity
 	return a != nil && (a.PodAffinity != nil || a.PodAntiAffinity != nil)
+}
+
+// AffinityTerm is a pod (anti-)affinity term resolved against the pod
+// that carries it: the namespaces it looks in and its selector with
+// matchLabelKeys/mismatchLabelKeys applied.
+type AffinityTerm struct {
+	AllNamespaces bool
+	Namespaces    map[string]bool
+	Selector      labels.Selector
+	// IndexLabel narrows the pods to match (see NodeInfo.GroupsWith).
+	IndexLabel  string
+	TopologyKey string
+	// Weight is a preferred term's weight (0 for a required term).
+	Weight int64
+}
+
+// NewAffinityTerm resolves t of owner: no namespaces and no
+// namespaceSelector mean the owner's namespace, an empty namespaceSelector
+// all namespaces. A namespaceSelector with terms would need the namespaces'
+// labels, which the snapshot does not carry: only the listed namespaces are
+// used then. A nil labelSelector matches nothing, as upstream.
+func NewAffinityTerm(owner *corev1.Pod, t *corev1.PodAffinityTerm, weight int64) AffinityTerm {
+	out := AffinityTerm{TopologyKey: t.TopologyKey, Weight: weight, Namespaces: map[string]bool{}, IndexLabel: IndexLabel(t.LabelSelector)}
+	for _, ns := range t.Namespaces {
+		out.Namespaces[ns] = true
+	}
+	switch {
+	case t.NamespaceSelector != nil && len(t.NamespaceSelector.MatchLabels) == 0 && len(t.NamespaceSelector.MatchExpressions) == 0:
+		out.AllNamespaces = true
+	case len(t.Namespaces) == 0 && t.NamespaceSelector == nil:
+		out.Namespaces[owner.Namespace] = true
+	}
+	sel, err := metav1.LabelSelectorAsSelector(t.LabelSelector)
+	if err != nil || t.LabelSelector == nil {
+		out.Selector = labels.Nothing()
+		return out
+	}
+	// matchLabelKeys / mismatchLabelKeys take their values from the owner.
+	for _, k := range t.MatchLabelKeys {
+		if v, ok := owner.Labels[k]; ok {
+			if r, err := labels.NewRequirement(k, selection.In, []string{v}); err == nil {
+				sel = sel.Add(*r)
+			}
+		}
+	}
+	for _, k := range t.MismatchLabelKeys {
+		if v, ok := owner.Labels[k]; ok {
+			if r, err := labels.NewRequirement(k, selection.NotIn, []string{v}); err == nil {
+				sel = sel.Add(*r)
+			}
+		}
+	}
+	out.Selector = sel
+	return out
+}
+
+// Matches reports whether pods of namespace with labels set are selected.
+func (t *AffinityTerm) Matches(namespace string, set labels.Set) bool {
+	return (t.AllNamespaces || t.Namespaces[namespace]) && t.Selector.Matches(set)
+}
+
+// MatchesPod reports whether the term selects p. The index label rules
+// most pods out with one lookup, which matters when every placed pod's
+// anti-affinity is checked against the incoming pod.
+func (t *AffinityTerm) MatchesPod(p *corev1.Pod) bool {
+	if k, v, ok := strings.Cut(t.IndexLabel, "="); ok {
+		if got, has := p.Labels[k]; !has || got != v {
+			return false
+		}
+	}
+	return t.Matches(p.Namespace, labels.Set(p.Labels))
+}
+
+// AffinityInfo is a pod with its pod affinity and anti-affinity terms
+// resolved (preferred terms carry their weights, all positive).
+type AffinityInfo struct {
+	Pod                              *corev1.Pod
+	RequiredAffinity, RequiredAnti   []AffinityTerm
+	PreferredAffinity, PreferredAnti []AffinityTerm
+}
+
+// NewAffinityInfo resolves the pod affinity terms of p.
+func NewAffinityInfo(p *corev1.Pod) *AffinityInfo {
+	info := &AffinityInfo{Pod: p}
+	a := p.Spec.Affinity
+	if a == nil {
+		return info
+	}
+	required := func(ts []corev1.PodAffinityTerm) []AffinityTerm {
+		var out []AffinityTerm
+		for i := range ts {
+			out = append(out, NewAffinityTerm(p, &ts[i], 0))
+		}
+		return out
+	}
+	preferred := func(ts []corev1.WeightedPodAffinityTerm) []AffinityTerm {
+		var out []AffinityTerm
+		for i := range ts {
+			out = append(out, NewAffinityTerm(p, &ts[i].PodAffinityTerm, int64(ts[i].Weight)))
+		}
+		return out
+	}
+	if a.PodAffinity != nil {
+		info.RequiredAffinity = required(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution)
+		info.PreferredAffinity = preferred(a.PodAffinity.PreferredDuringSchedulingIgnoredDuringExecution)
+	}
+	if a.PodAntiAffinity != nil {
+		info.RequiredAnti = required(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution)
+		info.PreferredAnti = preferred(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution)
+	}
+	return info
 }
 
 // ControllerUID is the uid of the pod's controller owner, "" if none.
@@ -157,13 +319,16 @@ func (n *NodeInfo) AddPod(pod *corev1.Pod) {
 	if g == nil {
 		g = &PodGroup{Namespace: pod.Namespace, Labels: labels.Set(pod.Labels)}
 		n.Groups[key] = g
+		for k, v := range pod.Labels {
+			n.byLabel[k+"="+v] = append(n.byLabel[k+"="+v], g)
+		}
 	}
 	g.Count++
 	if uid := ControllerUID(pod); uid != "" {
 		n.Owners[uid]++
 	}
 	if HasPodAffinity(pod) {
-		n.WithAffinity = append(n.WithAffinity, pod)
+		n.WithAffinity = append(n.WithAffinity, NewAffinityInfo(pod))
 	}
 }
 
@@ -183,6 +348,13 @@ func (n *NodeInfo) RemovePod(pod *corev1.Pod) {
 		if g := n.Groups[key]; g != nil {
 			if g.Count--; g.Count <= 0 {
 				delete(n.Groups, key)
+				for k, v := range g.Labels {
+					l := k + "=" + v
+					n.byLabel[l] = slices.DeleteFunc(n.byLabel[l], func(o *PodGroup) bool { return o == g })
+					if len(n.byLabel[l]) == 0 {
+						delete(n.byLabel, l)
+					}
+				}
 			}
 		}
 		if uid := ControllerUID(p); uid != "" {
@@ -191,7 +363,7 @@ func (n *NodeInfo) RemovePod(pod *corev1.Pod) {
 			}
 		}
 		for j, a := range n.WithAffinity {
-			if a.UID == p.UID {
+			if a.Pod.UID == p.UID {
 				n.WithAffinity = append(n.WithAffinity[:j:j], n.WithAffinity[j+1:]...)
 				break
 			}
