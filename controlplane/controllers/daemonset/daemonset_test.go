@@ -290,3 +290,103 @@ func revNumbers(revs []appsv1.ControllerRevision) []string {
 	}
 	return out
 }
+
+// TestDaemonSetOnDelete keeps old pods after a template change until they
+// are deleted, and adopts an orphan that the selector matches.
+func TestDaemonSetOnDelete(t *testing.T) {
+	s, ctx := start(t, 2)
+	dss := s.Client.AppsV1().DaemonSets("default")
+	pods := s.Client.CoreV1().Pods("default")
+
+	// An orphan on sim-0 is adopted instead of getting a second pod there.
+	orphan := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "orphan", Labels: map[string]string{"app": "od"}},
+		Spec: corev1.PodSpec{NodeName: "sim-0", Containers: []corev1.Container{{Name: "c", Image: "od:1"}}}}
+	if _, err := pods.Create(ctx, orphan, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ds := newDS("od", nil)
+	ds.Spec.UpdateStrategy = appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}
+	created, err := dss.Create(ctx, ds, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The orphan has no revision label, so it is not up to date.
+	var got map[string]corev1.Pod
+	eventually(t, "the orphan adopted, a pod made on sim-1", func() error {
+		if got, err = running(ctx, s.Client, "od"); err != nil {
+			return err
+		}
+		if p := got["sim-0"]; p.Name != "orphan" || metav1.GetControllerOf(&p) == nil || metav1.GetControllerOf(&p).UID != created.UID {
+			return fmt.Errorf("pod on sim-0: %q owned by %+v, want the orphan adopted", p.Name, metav1.GetControllerOf(&p))
+		}
+		if _, ok := got["sim-1"]; !ok || len(got) != 2 {
+			return fmt.Errorf("pods on %v", got)
+		}
+		d, err := dss.Get(ctx, "od", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if st := d.Status; st.DesiredNumberScheduled != 2 || st.CurrentNumberScheduled != 2 || st.NumberReady != 2 || st.UpdatedNumberScheduled != 1 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+
+	cur, _ := dss.Get(ctx, "od", metav1.GetOptions{})
+	cur.Spec.Template.Spec.Containers[0].Image = "od:2"
+	if _, err := dss.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "status after the template change", func() error {
+		d, err := dss.Get(ctx, "od", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.ObservedGeneration != d.Generation || d.Status.UpdatedNumberScheduled != 0 || d.Status.CurrentNumberScheduled != 2 {
+			return fmt.Errorf("status %+v", d.Status)
+		}
+		return nil
+	})
+	if now, err := running(ctx, s.Client, "od"); err != nil || now["sim-1"].UID != got["sim-1"].UID || now["sim-0"].UID != got["sim-0"].UID {
+		t.Fatalf("OnDelete replaced pods by itself: %v", err)
+	}
+	if err := pods.Delete(ctx, got["sim-1"].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deleted pod replaced with the new template", func() error {
+		now, err := running(ctx, s.Client, "od")
+		if err != nil {
+			return err
+		}
+		if p, ok := now["sim-1"]; !ok || p.Spec.Containers[0].Image != "od:2" {
+			return fmt.Errorf("pod on sim-1: %+v", p.Spec.Containers)
+		}
+		if p, ok := now["sim-0"]; !ok || p.Spec.Containers[0].Image != "od:1" {
+			return fmt.Errorf("pod on sim-0: %+v", p.Spec.Containers)
+		}
+		d, err := dss.Get(ctx, "od", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.UpdatedNumberScheduled != 1 || d.Status.NumberReady != 2 {
+			return fmt.Errorf("status %+v", d.Status)
+		}
+		return nil
+	})
+
+	// A pod whose labels stop matching is released, and replaced.
+	if _, err := pods.Patch(ctx, "orphan", types.MergePatchType, []byte(`{"metadata":{"labels":{"app":"other"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the relabelled pod released", func() error {
+		p, err := pods.Get(ctx, "orphan", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if ref := metav1.GetControllerOf(p); ref != nil {
+			return fmt.Errorf("still owned by %s", ref.Name)
+		}
+		return nil
+	})
+	onNodes(t, ctx, s.Client, "od", "od:2", "sim-0", "sim-1")
+}

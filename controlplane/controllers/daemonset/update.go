@@ -195,7 +195,9 @@ func rollingUpdate(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string
 					numUnavailable++
 				}
 			case !isAvailable(oldPod, ds.Spec.MinReadySeconds, now):
-				del = append(del, oldPod) // costs no availability
+				// Replacing it costs no availability, but the node is down already.
+				del = append(del, oldPod)
+				numUnavailable++
 			default:
 				candidates = append(candidates, oldPod)
 			}
