@@ -185,3 +185,24 @@ func TestDefaultSpreadingSpreadsAReplicaSet(t *testing.T) {
 		t.Fatalf("lone pod scores %v, want all 0", lone)
 	}
 }
+
+func TestNodeTaintsPolicy(t *testing.T) {
+	snap := zones()
+	tainted := node("t1", "t")
+	tainted.Spec.Taints = []corev1.Taint{{Key: "dedicated", Effect: corev1.TaintEffectNoSchedule}}
+	snap.Nodes = append(snap.Nodes, framework.NewNodeInfo(tainted))
+	honor := corev1.NodeInclusionPolicyHonor
+	honoring := incoming(spread(corev1.LabelTopologyZone, 1, corev1.DoNotSchedule))
+	honoring.Spec.TopologySpreadConstraints[0].NodeTaintsPolicy = &honor
+
+	// Ignore (the default): the tainted node's empty zone is the minimum.
+	got := filter(incoming(spread(corev1.LabelTopologyZone, 1, corev1.DoNotSchedule)), snap)
+	if got["a1"] != ReasonSkew || got["b1"] != ReasonSkew || got["t1"] != "" {
+		t.Errorf("taints ignored: %v", got)
+	}
+	// Honor: the zone of a node the pod cannot use does not count.
+	got = filter(honoring, snap)
+	if got["a1"] != ReasonSkew || got["b1"] != "" {
+		t.Errorf("taints honored: %v", got)
+	}
+}
