@@ -291,6 +291,9 @@ func (c *Controller) claimPods(ctx context.Context, ds *appsv1.DaemonSet, sel la
 			continue
 		}
 		node := targetNode(p)
+		if node == "" {
+			continue // an adopted pod naming no node: upstream leaves it be
+		}
 		byNode[node] = append(byNode[node], p)
 	}
 	return byNode, nil

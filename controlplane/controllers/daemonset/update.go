@@ -164,9 +164,7 @@ func rollingUpdate(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string
 		}
 	}
 	for n := range byNode {
-		if n != "" {
-			todo[n] = true
-		}
+		todo[n] = true
 	}
 	names := make([]string, 0, len(todo))
 	for n := range todo {
