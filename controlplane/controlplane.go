@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/navarch/navarch/controlplane/admission/defaulttolerationseconds"
 	"github.com/navarch/navarch/controlplane/admission/priority"
 	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
@@ -34,9 +35,13 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/endpoints"
 	"github.com/navarch/navarch/controlplane/controllers/garbagecollector"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
+	"github.com/navarch/navarch/controlplane/controllers/nodeipam"
+	"github.com/navarch/navarch/controlplane/controllers/nodelifecycle"
+	"github.com/navarch/navarch/controlplane/controllers/podgc"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
 	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
 	"github.com/navarch/navarch/controlplane/controllers/statefulset"
+	"github.com/navarch/navarch/controlplane/controllers/tainteviction"
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/apps"
 	"github.com/navarch/navarch/controlplane/registry/batch"
@@ -61,6 +66,16 @@ type Config struct {
 	NodePortSize       int
 	CompactionInterval time.Duration
 	Version            version.Info
+
+	// Node health, pod CIDRs, pod GC and default tolerations; zero
+	// durations and an empty CIDR mean upstream's defaults.
+	NodeMonitorGracePeriod              time.Duration
+	NodeMonitorPeriod                   time.Duration
+	ClusterCIDR                         string
+	NodeCIDRMaskSize                    int
+	TerminatedPodGCThreshold            int // <= 0 keeps every terminated pod
+	DefaultNotReadyTolerationSeconds    int64
+	DefaultUnreachableTolerationSeconds int64
 }
 
 // Resources is every resource the API server serves, in discovery order.
@@ -135,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Hooks:              map[string]apiserver.WriteHooks{"/services": alloc}, // core group: "" + "/" + resource
 		CompactionInterval: cfg.CompactionInterval,
 		// Mutating admission steps, in upstream's order.
-		Admission: []apiserver.Admitter{priority.New()},
+		Admission: []apiserver.Admitter{priority.New(), defaulttolerationseconds.New(cfg.DefaultNotReadyTolerationSeconds, cfg.DefaultUnreachableTolerationSeconds)},
 	})
 	if err != nil {
 		return err
@@ -201,6 +216,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.ClusterCIDR == "" {
+		cfg.ClusterCIDR, cfg.NodeCIDRMaskSize = nodeipam.DefaultClusterCIDR, nodeipam.DefaultMaskSize
+	}
+	ipam, err := nodeipam.New(kube, factory, cfg.ClusterCIDR, cfg.NodeCIDRMaskSize)
+	if err != nil {
+		return err
+	}
 	schedCfg := rest.CopyConfig(restCfg)
 	schedCfg.UserAgent = "navarch-scheduler"
 	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
@@ -213,6 +235,10 @@ func Run(ctx context.Context, cfg Config) error {
 		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg), factory).Run,
 		"serviceaccount controller": serviceaccount.New(kube, factory).Run,
 		"endpoints controller":      endpoints.New(kube, factory).Run,
+		"nodelifecycle controller":  nodelifecycle.New(kube, factory, nodelifecycle.Config{GracePeriod: cfg.NodeMonitorGracePeriod, MonitorPeriod: cfg.NodeMonitorPeriod}).Run,
+		"taint eviction controller": tainteviction.New(kube, factory, nil).Run,
+		"nodeipam controller":       ipam.Run,
+		"pod garbage collector":     podgc.New(kube, factory, podgc.Config{TerminatedThreshold: cfg.TerminatedPodGCThreshold}).Run,
 		"statefulset controller":    statefulset.New(kube, factory).Run,
 	} {
 		name, run := name, run

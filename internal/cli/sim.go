@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
@@ -28,6 +29,7 @@ func runSim(args []string, stderr io.Writer) int {
 	memory := fs.String("memory", def.Memory.String(), "memory capacity of each node")
 	pods := fs.Int64("pods", def.Pods, "pod capacity of each node")
 	qps := fs.Float64("qps", 1000, "client requests per second")
+	leaseDuration := fs.String("lease-duration", def.LeaseDuration.String(), "lease duration the nodes announce; they renew at a quarter of it")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -37,6 +39,10 @@ func runSim(args []string, stderr io.Writer) int {
 	cfg := sim.DefaultConfig(*nodes)
 	cfg.Prefix, cfg.Pods = *prefix, *pods
 	var err error
+	if cfg.LeaseDuration, err = time.ParseDuration(*leaseDuration); err != nil || cfg.LeaseDuration < time.Second {
+		fmt.Fprintf(stderr, "navarch sim: --lease-duration %q is not a duration of at least 1s\n", *leaseDuration)
+		return 2
+	}
 	if cfg.CPU, err = resource.ParseQuantity(*cpu); err != nil {
 		fmt.Fprintf(stderr, "navarch sim: --cpu %q: %v\n", *cpu, err)
 		return 2
