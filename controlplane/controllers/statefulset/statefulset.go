@@ -164,8 +164,19 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	var owned []*appsv1.ControllerRevision
 	for _, cr := range allRevs {
-		if metav1.IsControlledBy(cr, set) {
+		switch {
+		case metav1.IsControlledBy(cr, set):
 			owned = append(owned, cr)
+		case metav1.GetControllerOf(cr) == nil && set.DeletionTimestamp == nil && sel.Matches(labels.Set(cr.Labels)):
+			// History orphaned with the set (--cascade=orphan) is taken back,
+			// so a set made again reuses its revisions, as upstream does.
+			adopted, err := c.adoptRevision(ctx, set, cr)
+			if err != nil {
+				return err
+			}
+			if adopted != nil {
+				owned = append(owned, adopted)
+			}
 		}
 	}
 	current, update, collisions, err := c.resolveRevisions(ctx, set, owned)
@@ -245,9 +256,24 @@ func (c *Controller) setPodOwner(ctx context.Context, p *corev1.Pod, set *appsv1
 	patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"ownerReferences": refs, "uid": p.UID}})
 	_, err := c.client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("statefulset %s/%s: owner of pod %s: %w", set.Namespace, set.Name, p.Name, err)
+		return fmt.Errorf("pod %s/%s: controller reference: %w", p.Namespace, p.Name, err)
 	}
 	return nil
+}
+
+// adoptRevision makes set the controller of an orphan revision, guarded by
+// its uid; nil when it is gone.
+func (c *Controller) adoptRevision(ctx context.Context, set *appsv1.StatefulSet, cr *appsv1.ControllerRevision) (*appsv1.ControllerRevision, error) {
+	refs := append(append([]metav1.OwnerReference(nil), cr.OwnerReferences...), *metav1.NewControllerRef(set, setKind))
+	patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"ownerReferences": refs, "uid": cr.UID}})
+	adopted, err := c.client.AppsV1().ControllerRevisions(cr.Namespace).Patch(ctx, cr.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("statefulset %s/%s: adopt revision %s: %w", set.Namespace, set.Name, cr.Name, err)
+	}
+	return adopted, nil
 }
 
 // reconcile makes one step towards the spec: the pods of the ordinals in

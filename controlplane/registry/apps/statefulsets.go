@@ -59,7 +59,23 @@ func statefulsets() *registry.Resource {
 				oldSel = o.Spec.Selector
 			}
 			errs := validateReplicas(s.Spec.Replicas, spec.Child("replicas"))
-			errs = append(errs, validateSelectorAndTemplate(s.Spec.Selector, oldSel, &s.Spec.Template, true)...)
+			// Containers mount the claims of volumeClaimTemplates by name, so
+			// the template is checked as its pods will be: with those volumes
+			// (replacing a template volume of the same name, as the controller does).
+			tmpl := s.Spec.Template.DeepCopy()
+			for _, c := range s.Spec.VolumeClaimTemplates {
+				claim := corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name}}}
+				replaced := false
+				for i := range tmpl.Spec.Volumes {
+					if tmpl.Spec.Volumes[i].Name == c.Name {
+						tmpl.Spec.Volumes[i], replaced = claim, true
+					}
+				}
+				if !replaced {
+					tmpl.Spec.Volumes = append(tmpl.Spec.Volumes, claim)
+				}
+			}
+			errs = append(errs, validateSelectorAndTemplate(s.Spec.Selector, oldSel, tmpl, true)...)
 			switch s.Spec.PodManagementPolicy {
 			case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
 			default:
