@@ -30,6 +30,7 @@ import (
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 
@@ -58,6 +59,11 @@ type Controller struct {
 	nodes   corelisters.NodeLister
 	revs    appslisters.ControllerRevisionLister
 
+	// failed backs off the replacement of failed pods per DaemonSet and
+	// node, as upstream: a node that keeps failing them (a kubelet refusing
+	// the pod) must not make the controller spin.
+	failed *flowcontrol.Backoff
+
 	mu           sync.Mutex
 	expectations map[string]*expectation
 }
@@ -73,6 +79,7 @@ type expectation struct {
 // New returns the controller; it registers its informers with factory.
 func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
 	return &Controller{client: client, factory: factory, expectations: map[string]*expectation{},
+		failed: flowcontrol.NewBackOff(time.Second, 15*time.Minute),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "daemonset"})}
 }
@@ -138,6 +145,19 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 	}})
+	go func() {
+		// Forget the back-off of nodes whose pods stopped failing.
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.failed.GC()
+			}
+		}
+	}()
 	// Start is idempotent: it starts what other controllers have not yet.
 	f.Start(ctx.Done())
 	return workloop.Run(ctx, "daemonset", c.queue, 4, c.sync,
@@ -212,6 +232,19 @@ func (c *Controller) lower(key string, adds, dels int) {
 	}
 }
 
+// replaceFailed reports whether a failed pod of ds on node may be replaced
+// now; if not, the DaemonSet is looked at again when it may.
+func (c *Controller) replaceFailed(ds *appsv1.DaemonSet, node string) bool {
+	key := ds.Namespace + "/" + ds.Name + "/" + node
+	now := time.Now()
+	if c.failed.IsInBackOffSinceUpdate(key, now) {
+		c.queue.AddAfter(ds.Namespace+"/"+ds.Name, c.failed.Get(key))
+		return false
+	}
+	c.failed.Next(key, now)
+	return true
+}
+
 func (c *Controller) sync(ctx context.Context, key string) error {
 	ns, name, _ := strings.Cut(key, "/")
 	cached, err := c.dsl.DaemonSets(ns).Get(name)
@@ -245,7 +278,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if !c.satisfied(key) {
 		return c.updateStatus(ctx, ds, nodes, byNode, hash, false)
 	}
-	create, del := manage(ds, nodes, byNode, hash)
+	create, del := manage(ds, nodes, byNode, hash, func(node string) bool { return c.replaceFailed(ds, node) })
 	if len(create) == 0 && len(del) == 0 && ds.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
 		// Roll only once the pods are where they should be.
 		create, del = rollingUpdate(ds, nodes, byNode, hash)

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 
@@ -219,8 +220,12 @@ func TestDaemonSetFollowsNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	worst := watchUnavailable(t, ctx, s.Client, "agent", "extra-0", "sim-0", "sim-1", "sim-2")
 	setImage("agent:2")
 	got = onNodes(t, ctx, s.Client, "agent", "agent:2", "extra-0", "sim-0", "sim-1", "sim-2")
+	if n := worst(); n != 1 {
+		t.Errorf("%d nodes were without a ready pod at once during the rollout, want maxUnavailable (1)", n)
+	}
 	revs := revisions(t, ctx, s.Client, "agent")
 	if len(revs) != 2 || revs[0].Revision != 1 || revs[1].Revision != 2 {
 		t.Fatalf("revisions after the update: %v", revNumbers(revs))
@@ -271,6 +276,65 @@ func TestDaemonSetFollowsNodes(t *testing.T) {
 	onNodes(t, ctx, s.Client, "plain", "plain:1", "extra-0", "sim-1")
 	covers(t, ctx, s.Client, "agent", "agent:1", []string{"extra-0", "sim-1", "sim-2"}, 1)
 	onNodes(t, ctx, s.Client, "tolerant", "tolerant:1", "extra-0", "sim-0", "sim-1", "sim-2")
+}
+
+// watchUnavailable follows a DaemonSet's pods through a watch, so through
+// every state the API went through, and returns a function that stops and
+// tells the most nodes seen at once without a ready pod.
+func watchUnavailable(t *testing.T, ctx context.Context, c kubernetes.Interface, name string, nodes ...string) func() int {
+	t.Helper()
+	opts := metav1.ListOptions{LabelSelector: "app=" + name}
+	list, err := c.CoreV1().Pods("default").List(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.ResourceVersion = list.ResourceVersion
+	w, err := c.CoreV1().Pods("default").Watch(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := map[types.UID]*corev1.Pod{}
+	for i := range list.Items {
+		state[list.Items[i].UID] = &list.Items[i]
+	}
+	unavailable := func() int {
+		n := 0
+		for _, node := range nodes {
+			ok := false
+			for _, p := range state {
+				for _, cond := range p.Status.Conditions {
+					if p.Spec.NodeName == node && p.DeletionTimestamp == nil && cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+						ok = true
+					}
+				}
+			}
+			if !ok {
+				n++
+			}
+		}
+		return n
+	}
+	result := make(chan int, 1)
+	go func() {
+		most := unavailable()
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if ev.Type == watch.Deleted {
+				delete(state, p.UID)
+			} else {
+				state[p.UID] = p
+			}
+			most = max(most, unavailable())
+		}
+		result <- most
+	}()
+	return func() int {
+		w.Stop()
+		return <-result
+	}
 }
 
 func revisions(t *testing.T, ctx context.Context, c kubernetes.Interface, name string) []appsv1.ControllerRevision {

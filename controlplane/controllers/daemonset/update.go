@@ -11,10 +11,11 @@ import (
 
 // manage decides, node by node, which nodes need a pod and which pods must
 // go: a node that should run the pod and has none gets one; failed pods are
-// replaced (deleted now, made again once gone); extra pods on a node go,
-// the oldest stays; pods on nodes that may no longer keep them go. Pods
-// being deleted still count as there, so a node never runs two at once.
-func manage(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string][]*corev1.Pod, hash string) (create []string, del []*corev1.Pod) {
+// replaced (deleted now, made again once gone) when replaceFailed allows;
+// extra pods on a node go, the oldest stays; pods on nodes that may no
+// longer keep them go. Pods being deleted still count as there, so a node
+// never runs two at once.
+func manage(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string][]*corev1.Pod, hash string, replaceFailed func(node string) bool) (create []string, del []*corev1.Pod) {
 	surge := maxSurge(ds, 0) > 0 // only whether surge is on matters here
 	known := map[string]bool{}
 	for _, node := range nodes {
@@ -30,7 +31,9 @@ func manage(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string][]*cor
 				switch {
 				case p.DeletionTimestamp != nil:
 				case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
-					del = append(del, p)
+					if replaceFailed(node.Name) {
+						del = append(del, p)
+					}
 				default:
 					running = append(running, p)
 				}

@@ -125,3 +125,38 @@ func TestShouldRun(t *testing.T) {
 		})
 	}
 }
+
+func TestManage(t *testing.T) {
+	ds := &appsv1.DaemonSet{}
+	failed := pod("n0", "h", false)
+	failed.Status.Phase = corev1.PodFailed
+	older, newer := pod("n1", "h", true), pod("n1", "h", true)
+	older.Name, newer.Name = "older", "newer"
+	newer.CreationTimestamp = metav1.NewTime(time.Now())
+	older.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Minute))
+	lost := pod("gone", "h", false)
+	lost.Spec.NodeName = ""
+	lost.Spec.Affinity = podSpecFor(ds, "gone").Affinity
+	byNode := map[string][]*corev1.Pod{"n0": {failed}, "n1": {older, newer}, "gone": {lost}}
+	names := func(pods []*corev1.Pod) string {
+		var out []string
+		for _, p := range pods {
+			out = append(out, p.Name)
+		}
+		sort.Strings(out)
+		return strings.Join(out, ",")
+	}
+	for _, replace := range []bool{true, false} {
+		create, del := manage(ds, testNodes(3), byNode, "h", func(string) bool { return replace })
+		want := "gone-h,newer"
+		if replace {
+			want = "gone-h,n0-h,newer"
+		}
+		if got := names(del); got != want {
+			t.Errorf("replace failed %v: delete %q, want %q", replace, got, want)
+		}
+		if got := strings.Join(create, ","); got != "n2" {
+			t.Errorf("replace failed %v: create on %q, want n2", replace, got)
+		}
+	}
+}
