@@ -136,7 +136,13 @@ func (c *Controller) ensureClaims(ctx context.Context, set *appsv1.StatefulSet, 
 		setClaimOwners(claim, set, nil, ordinal)
 		_, err = c.client.CoreV1().PersistentVolumeClaims(set.Namespace).Create(ctx, claim, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
+			c.event(ctx, set, corev1.EventTypeWarning, "FailedCreate",
+				fmt.Sprintf("create Claim %s for Pod %s in StatefulSet %s failed error: %v", name, podName(set, ordinal), set.Name, err))
 			return fmt.Errorf("statefulset %s/%s: create claim %s: %w", set.Namespace, set.Name, name, err)
+		}
+		if err == nil {
+			c.event(ctx, set, corev1.EventTypeNormal, "SuccessfulCreate",
+				fmt.Sprintf("create Claim %s Pod %s in StatefulSet %s success", name, podName(set, ordinal), set.Name))
 		}
 	}
 	return nil

@@ -319,6 +319,11 @@ func (c *Controller) reconcile(ctx context.Context, set *appsv1.StatefulSet, pod
 		if p != nil && isFinished(p) && !isTerminating(p) {
 			// A pod of a set runs forever; one that ended is replaced.
 			slog.Info("statefulset pod finished, recreating", "statefulset", set.Namespace+"/"+set.Name, "pod", p.Name, "phase", p.Status.Phase)
+			reason, what := "RecreatingFailedPod", "failed"
+			if p.Status.Phase == corev1.PodSucceeded {
+				reason, what = "RecreatingTerminatedPod", "terminated"
+			}
+			c.event(ctx, set, corev1.EventTypeWarning, reason, fmt.Sprintf("StatefulSet %s/%s is recreating %s Pod %s", set.Namespace, set.Name, what, p.Name))
 			if err := c.deletePod(ctx, set, p); err != nil {
 				return 0, err
 			}
@@ -334,7 +339,12 @@ func (c *Controller) reconcile(ctx context.Context, set *appsv1.StatefulSet, pod
 			t, rev := templateFor(i)
 			_, err := c.client.CoreV1().Pods(set.Namespace).Create(ctx, newPod(set, t, rev, ord), metav1.CreateOptions{})
 			if err != nil && !apierrors.IsAlreadyExists(err) {
+				c.event(ctx, set, corev1.EventTypeWarning, "FailedCreate",
+					fmt.Sprintf("create Pod %s in StatefulSet %s failed error: %v", podName(set, ord), set.Name, err))
 				return 0, fmt.Errorf("statefulset %s/%s: create pod %s: %w", set.Namespace, set.Name, podName(set, ord), err)
+			}
+			if err == nil {
+				c.event(ctx, set, corev1.EventTypeNormal, "SuccessfulCreate", fmt.Sprintf("create Pod %s in StatefulSet %s successful", podName(set, ord), set.Name))
 			}
 			if ordered {
 				return 0, nil // the next ordinal waits for this one to be ready
@@ -454,7 +464,11 @@ func (c *Controller) keepIdentity(ctx context.Context, set *appsv1.StatefulSet, 
 // take the pod that replaced it.
 func (c *Controller) deletePod(ctx context.Context, set *appsv1.StatefulSet, p *corev1.Pod) error {
 	err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	switch {
+	case err == nil:
+		c.event(ctx, set, corev1.EventTypeNormal, "SuccessfulDelete", fmt.Sprintf("delete Pod %s in StatefulSet %s successful", p.Name, set.Name))
+	case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
+		c.event(ctx, set, corev1.EventTypeWarning, "FailedDelete", fmt.Sprintf("delete Pod %s in StatefulSet %s failed error: %v", p.Name, set.Name, err))
 		return fmt.Errorf("statefulset %s/%s: delete pod %s: %w", set.Namespace, set.Name, p.Name, err)
 	}
 	return nil

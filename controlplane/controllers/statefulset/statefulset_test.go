@@ -192,6 +192,20 @@ func TestStatefulSet(t *testing.T) {
 			t.Errorf("claim %s: labels %v phase %q owners %v", claim, pvc.Labels, pvc.Status.Phase, pvc.OwnerReferences)
 		}
 	}
+	evs, err := s.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := map[string]bool{}
+	for _, e := range evs.Items {
+		msgs[e.Reason+": "+e.Message] = true
+	}
+	for _, want := range []string{"SuccessfulCreate: create Pod web-0 in StatefulSet web successful",
+		"SuccessfulCreate: create Claim data-web-2 Pod web-2 in StatefulSet web success"} {
+		if !msgs[want] {
+			t.Errorf("no event %q in %v", want, msgs)
+		}
+	}
 	revs, err := s.Client.AppsV1().ControllerRevisions("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 	if err != nil || len(revs.Items) != 1 || revs.Items[0].Name != firstRevision || revs.Items[0].Revision != 1 {
 		t.Fatalf("revisions after creation: %v %+v", err, revs)
