@@ -49,6 +49,7 @@ type server struct {
 	kubeconfig string
 	cmd        *exec.Cmd
 	log        *bytes.Buffer
+	extraArgs  []string // appended to the server's command line
 }
 
 func freePort(t *testing.T) int {
@@ -60,10 +61,11 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startServer starts a server on a fresh data dir and waits until it is ready.
-func startServer(t *testing.T) *server {
+// startServer starts a server on a fresh data dir, with extraArgs added to
+// its flags, and waits until it is ready.
+func startServer(t *testing.T, extraArgs ...string) *server {
 	t.Helper()
-	s := &server{t: t, dataDir: t.TempDir(), port: freePort(t)}
+	s := &server{t: t, dataDir: t.TempDir(), port: freePort(t), extraArgs: extraArgs}
 	s.kubeconfig = filepath.Join(s.dataDir, "admin.kubeconfig")
 	s.start()
 	t.Cleanup(s.stop)
@@ -75,6 +77,7 @@ func (s *server) start() {
 	s.log = &bytes.Buffer{}
 	s.cmd = exec.Command(navarchBin, "server", "--data-dir", s.dataDir, "--bind-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(s.port), "--write-kubeconfig", s.kubeconfig, "--disable-agent")
+	s.cmd.Args = append(s.cmd.Args, s.extraArgs...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

@@ -66,7 +66,7 @@ func nodeStatus(n *corev1.Node) string {
 			switch c.Status {
 			case corev1.ConditionTrue:
 				status = "Ready"
-			case corev1.ConditionFalse:
+			default: // False or Unknown: kubectl shows both as NotReady
 				status = "NotReady"
 			}
 		}
