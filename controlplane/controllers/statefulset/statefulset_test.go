@@ -282,7 +282,9 @@ func TestStatefulSet(t *testing.T) {
 }
 
 // TestParallel: Parallel creates every pod at once, without waiting for
-// any to be ready (here none can be: they fit on no node).
+// any to be ready (here none can be: no node runs them). The retention
+// policy (Delete, Delete) shows in the claims' owners: the set's while the
+// ordinal is in range, the pod's once it is scaled away.
 func TestParallel(t *testing.T) {
 	s := apiservertest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -291,7 +293,7 @@ func TestParallel(t *testing.T) {
 	sets := s.Client.AppsV1().StatefulSets("default")
 	set := newSet("par", 3, appsv1.ParallelPodManagement)
 	set.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
-		WhenDeleted: appsv1.DeletePersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType}
+		WhenDeleted: appsv1.DeletePersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.DeletePersistentVolumeClaimRetentionPolicyType}
 	created, err := sets.Create(ctx, set, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -320,4 +322,113 @@ func TestParallel(t *testing.T) {
 		}
 		return nil
 	})
+
+	par2, err := s.Client.CoreV1().Pods("default").Get(ctx, "par-2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale, err := sets.GetScale(ctx, "par", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 2
+	if _, err := sets.UpdateScale(ctx, "par", scale, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "par-2 scaled away with its claim handed to it", func() error {
+		if _, err := s.Client.CoreV1().Pods("default").Get(ctx, "par-2", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("par-2 still there")
+		}
+		c, err := s.Client.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data-par-2", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(c.OwnerReferences) != 1 || c.OwnerReferences[0].Kind != "Pod" || c.OwnerReferences[0].UID != par2.UID {
+			return fmt.Errorf("data-par-2 owners %+v, want pod par-2 only", c.OwnerReferences)
+		}
+		return nil
+	})
+	kept, err := s.Client.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data-par-1", metav1.GetOptions{})
+	if err != nil || len(kept.OwnerReferences) != 1 || kept.OwnerReferences[0].UID != created.UID {
+		t.Errorf("data-par-1 (in range): %v owners %+v, want the set only", err, kept.OwnerReferences)
+	}
+}
+
+// TestMinReadyAndOnDelete: OrderedReady waits minReadySeconds after a pod
+// is ready before the next; OnDelete leaves pods alone until deleted, and a
+// deleted pod comes back at the update revision.
+func TestMinReadyAndOnDelete(t *testing.T) {
+	s := apiservertest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sim.New(s.Client, sim.DefaultConfig(2)).Run(ctx)
+	go scheduler.New(s.Client).Run(ctx)
+	go statefulset.New(s.Client, informers.NewSharedInformerFactory(s.Client, 0)).Run(ctx)
+	sets := s.Client.AppsV1().StatefulSets("default")
+	pods := s.Client.CoreV1().Pods("default")
+	set := newSet("db", 2, "")
+	set.Spec.MinReadySeconds = 1
+	set.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}
+	if _, err := sets.Create(ctx, set, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2 available", func() error {
+		got, err := sets.Get(ctx, "db", metav1.GetOptions{})
+		if err != nil || got.Status.AvailableReplicas != 2 {
+			return fmt.Errorf("status %v %+v", err, got.Status)
+		}
+		return nil
+	})
+	db0, err := pods.Get(ctx, "db-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db1, err := pods.Get(ctx, "db-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readyAt time.Time
+	for _, c := range db0.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			readyAt = c.LastTransitionTime.Time
+		}
+	}
+	// Both times are kept to the second; a gap of at least 1s survives that.
+	if gap := db1.CreationTimestamp.Sub(readyAt); gap < time.Second {
+		t.Errorf("db-1 created %s after db-0 was ready, want at least minReadySeconds (1s)", gap)
+	}
+
+	cur, err := sets.Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRev := cur.Status.CurrentRevision
+	cur.Spec.Template.Spec.Containers[0].Image = "db:2"
+	if _, err := sets.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "update revision observed", func() error {
+		got, err := sets.Get(ctx, "db", metav1.GetOptions{})
+		if err != nil || got.Status.ObservedGeneration != got.Generation || got.Status.UpdateRevision == oldRev || got.Status.CurrentRevision != oldRev {
+			return fmt.Errorf("status %v %+v", err, got.Status)
+		}
+		return nil
+	})
+	if err := pods.Delete(ctx, "db-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "db-1 back at the update revision", func() error {
+		p, err := pods.Get(ctx, "db-1", metav1.GetOptions{})
+		if err != nil || p.UID == db1.UID || p.Spec.Containers[0].Image != "db:2" {
+			return fmt.Errorf("db-1: %v", err)
+		}
+		got, _ := sets.Get(ctx, "db", metav1.GetOptions{})
+		if got.Status.UpdatedReplicas != 1 || got.Status.CurrentReplicas != 1 || got.Status.ReadyReplicas != 2 {
+			return fmt.Errorf("status %+v", got.Status)
+		}
+		return nil
+	})
+	if p, err := pods.Get(ctx, "db-0", metav1.GetOptions{}); err != nil || p.UID != db0.UID || p.Spec.Containers[0].Image != "db:1" {
+		t.Errorf("db-0 was replaced under OnDelete: %v", err)
+	}
 }
