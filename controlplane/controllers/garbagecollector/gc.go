@@ -71,6 +71,7 @@ func (c *Collector) register(f informers.SharedInformerFactory) {
 	add("Pod", "", "pods", f.Core().V1().Pods().Informer(), true)
 	add("ReplicationController", "", "replicationcontrollers", f.Core().V1().ReplicationControllers().Informer(), true)
 	add("Service", "", "services", f.Core().V1().Services().Informer(), false)
+	add("PersistentVolumeClaim", "", "persistentvolumeclaims", f.Core().V1().PersistentVolumeClaims().Informer(), true)
 	add("ReplicaSet", "apps", "replicasets", f.Apps().V1().ReplicaSets().Informer(), true)
 	add("Deployment", "apps", "deployments", f.Apps().V1().Deployments().Informer(), true)
 	add("StatefulSet", "apps", "statefulsets", f.Apps().V1().StatefulSets().Informer(), true)
