@@ -108,6 +108,13 @@ func TestDaemonSetOnHollowNodes(t *testing.T) {
 		t.Errorf("get ds header:\n%s", hdr)
 	}
 
+	eventually(t, 30*time.Second, func() error {
+		if out := s.must(t, c, "describe", "ds", "node-agent"); !strings.Contains(out, "SuccessfulCreate") || !strings.Contains(out, "Created pod: node-agent-") {
+			return fmt.Errorf("describe ds:\n%s", out)
+		}
+		return nil
+	})
+
 	// Another set of hollow nodes joins: the DaemonSet follows.
 	dsStartSim(t, s, 1, "extra-")
 	covered("example.com/agent:1", "extra-0", "sim-0", "sim-1", "sim-2")

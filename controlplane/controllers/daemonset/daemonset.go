@@ -278,7 +278,13 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if !c.satisfied(key) {
 		return c.updateStatus(ctx, ds, nodes, byNode, hash, false)
 	}
-	create, del := manage(ds, nodes, byNode, hash, func(node string) bool { return c.replaceFailed(ds, node) })
+	create, del := manage(ds, nodes, byNode, hash, func(node string, p *corev1.Pod) bool {
+		if !c.replaceFailed(ds, node) {
+			return false
+		}
+		c.event(ctx, ds, corev1.EventTypeWarning, "FailedDaemonPod", fmt.Sprintf("Found failed daemon pod %s/%s on node %s, will try to kill it", p.Namespace, p.Name, node))
+		return true
+	})
 	if len(create) == 0 && len(del) == 0 && ds.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
 		// Roll only once the pods are where they should be.
 		create, del = rollingUpdate(ds, nodes, byNode, hash)
@@ -371,8 +377,11 @@ func (c *Controller) syncNodes(ctx context.Context, ds *appsv1.DaemonSet, key st
 			c.lower(key, 0, 1)
 			if !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && firstErr == nil {
 				firstErr = fmt.Errorf("delete pod %s: %w", p.Name, err)
+				c.event(ctx, ds, corev1.EventTypeWarning, "FailedDelete", fmt.Sprintf("Error deleting: %v", err))
 			}
+			continue
 		}
+		c.event(ctx, ds, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: "+p.Name)
 	}
 	done := 0
 	for batch := 1; done < len(create); batch *= 2 {
@@ -383,11 +392,14 @@ func (c *Controller) syncNodes(ctx context.Context, ds *appsv1.DaemonSet, key st
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, err := pods.Create(ctx, newPod(ds, node, hash), metav1.CreateOptions{})
+				created, err := pods.Create(ctx, newPod(ds, node, hash), metav1.CreateOptions{})
 				if err != nil {
-					err = fmt.Errorf("create pod on node %s: %w", node, err)
+					c.event(ctx, ds, corev1.EventTypeWarning, "FailedCreate", fmt.Sprintf("Error creating: %v", err))
+					errs <- fmt.Errorf("create pod on node %s: %w", node, err)
+					return
 				}
-				errs <- err
+				c.event(ctx, ds, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: "+created.Name)
+				errs <- nil
 			}()
 		}
 		wg.Wait()
@@ -481,5 +493,26 @@ func (c *Controller) updateStatus(ctx context.Context, ds *appsv1.DaemonSet, nod
 		}
 		st.CollisionCount = fresh.Status.CollisionCount
 		ds = fresh
+	}
+}
+
+// event records an event on the DaemonSet, as upstream's controller does
+// for the pods it creates and deletes (`kubectl describe ds`). It is best
+// effort: a lost event must not fail the sync.
+func (c *Controller) event(ctx context.Context, ds *appsv1.DaemonSet, typ, reason, msg string) {
+	// Named as client-go's recorder names events: object name and a
+	// nanosecond clock, unique enough for the parallel creates of one sync.
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ds.Name, now.UnixNano()), Namespace: ds.Namespace},
+		InvolvedObject: corev1.ObjectReference{Kind: "DaemonSet", APIVersion: "apps/v1", Namespace: ds.Namespace, Name: ds.Name,
+			UID: ds.UID, ResourceVersion: ds.ResourceVersion},
+		Reason: reason, Message: msg, Type: typ,
+		Source:         corev1.EventSource{Component: "daemonset-controller"},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		ReportingController: "daemonset-controller", ReportingInstance: "daemonset-controller",
+	}
+	if _, err := c.client.CoreV1().Events(ds.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		slog.Debug("cannot record daemonset event", "daemonset", ds.Namespace+"/"+ds.Name, "reason", reason, "err", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 // extra pods on a node go, the oldest stays; pods on nodes that may no
 // longer keep them go. Pods being deleted still count as there, so a node
 // never runs two at once.
-func manage(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string][]*corev1.Pod, hash string, replaceFailed func(node string) bool) (create []string, del []*corev1.Pod) {
+func manage(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string][]*corev1.Pod, hash string, replaceFailed func(node string, p *corev1.Pod) bool) (create []string, del []*corev1.Pod) {
 	surge := maxSurge(ds, 0) > 0 // only whether surge is on matters here
 	known := map[string]bool{}
 	for _, node := range nodes {
@@ -31,7 +31,7 @@ func manage(ds *appsv1.DaemonSet, nodes []*corev1.Node, byNode map[string][]*cor
 				switch {
 				case p.DeletionTimestamp != nil:
 				case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
-					if replaceFailed(node.Name) {
+					if replaceFailed(node.Name, p) {
 						del = append(del, p)
 					}
 				default:

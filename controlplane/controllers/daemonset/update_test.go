@@ -147,7 +147,7 @@ func TestManage(t *testing.T) {
 		return strings.Join(out, ",")
 	}
 	for _, replace := range []bool{true, false} {
-		create, del := manage(ds, testNodes(3), byNode, "h", func(string) bool { return replace })
+		create, del := manage(ds, testNodes(3), byNode, "h", func(string, *corev1.Pod) bool { return replace })
 		want := "gone-h,newer"
 		if replace {
 			want = "gone-h,n0-h,newer"
