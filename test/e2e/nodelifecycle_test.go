@@ -113,4 +113,21 @@ func TestNodeFailureOnHollowNodes(t *testing.T) {
 	if out := s.must(t, c, "get", "events"); !strings.Contains(out, "TaintManagerEviction") || !strings.Contains(out, onB) {
 		t.Errorf("no TaintManagerEviction event for %s:\n%s", onB, out)
 	}
+
+	// A node that brings no pod CIDR gets one from --cluster-cidr; the
+	// hollow nodes keep their own.
+	node := `{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "plain"}}`
+	if r := s.kubectl(c, node, nil, "create", "-f", "-"); r.err != nil {
+		t.Fatalf("create node: %s", r)
+	}
+	eventually(t, 30*time.Second, func() error {
+		cidr := s.must(t, c, "get", "node", "plain", "-o", "jsonpath={.spec.podCIDR}")
+		if !strings.HasPrefix(cidr, "10.42.") || !strings.HasSuffix(cidr, ".0/24") {
+			return fmt.Errorf("pod CIDR of node plain: %q", cidr)
+		}
+		return nil
+	})
+	if cidr := s.must(t, c, "get", "node", "a-0", "-o", "jsonpath={.spec.podCIDR}"); strings.HasPrefix(cidr, "10.42.") {
+		t.Errorf("hollow node's pod CIDR replaced: %s", cidr)
+	}
 }
