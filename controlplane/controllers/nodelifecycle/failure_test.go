@@ -50,7 +50,7 @@ func TestNodeFailure(t *testing.T) {
 	go scheduler.New(s.Client).Run(ctx)
 	factory := informers.NewSharedInformerFactory(s.Client, 0)
 	go replicaset.New(s.Client, factory).Run(ctx)
-	go nodelifecycle.New(s.Client, factory, nodelifecycle.Config{GracePeriod: 2 * time.Second, MonitorPeriod: 100 * time.Millisecond}).Run(ctx)
+	go nodelifecycle.New(s.Client, factory, nodelifecycle.Config{GracePeriod: 3 * time.Second, MonitorPeriod: 100 * time.Millisecond}).Run(ctx)
 	go tainteviction.New(s.Client, factory, nil).Run(ctx)
 
 	nodeState := func(name string) (corev1.ConditionStatus, []corev1.Taint, error) {
