@@ -30,10 +30,12 @@ import (
 	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
+	"github.com/navarch/navarch/controlplane/controllers/cronjob"
 	"github.com/navarch/navarch/controlplane/controllers/daemonset"
 	"github.com/navarch/navarch/controlplane/controllers/deployment"
 	"github.com/navarch/navarch/controlplane/controllers/endpoints"
 	"github.com/navarch/navarch/controlplane/controllers/garbagecollector"
+	"github.com/navarch/navarch/controlplane/controllers/job"
 	"github.com/navarch/navarch/controlplane/controllers/namespace"
 	"github.com/navarch/navarch/controlplane/controllers/nodeipam"
 	"github.com/navarch/navarch/controlplane/controllers/nodelifecycle"
@@ -42,6 +44,7 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
 	"github.com/navarch/navarch/controlplane/controllers/statefulset"
 	"github.com/navarch/navarch/controlplane/controllers/tainteviction"
+	"github.com/navarch/navarch/controlplane/controllers/ttlafterfinished"
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/apps"
 	"github.com/navarch/navarch/controlplane/registry/batch"
@@ -240,6 +243,9 @@ func Run(ctx context.Context, cfg Config) error {
 		"nodeipam controller":       ipam.Run,
 		"pod garbage collector":     podgc.New(kube, factory, podgc.Config{TerminatedThreshold: cfg.TerminatedPodGCThreshold}).Run,
 		"statefulset controller":    statefulset.New(kube, factory).Run,
+		"job controller":            job.New(kube, factory).Run,
+		"cronjob controller":        cronjob.New(kube, factory).Run,
+		"ttl-after-finished":        ttlafterfinished.New(kube, factory).Run,
 	} {
 		name, run := name, run
 		go func() {
