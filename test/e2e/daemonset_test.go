@@ -108,6 +108,19 @@ func TestDaemonSetOnHollowNodes(t *testing.T) {
 		t.Errorf("get ds header:\n%s", hdr)
 	}
 
+	// Each pod names its node by affinity (the scheduler bound it there) and
+	// tolerates a not-ready node for good: the admission's default seconds
+	// do not apply to daemon pods.
+	out := s.must(t, c, "get", "pods", "-l", "app=node-agent", "-o", `jsonpath={range .items[*]}{.spec.nodeName}=`+
+		`{.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values[0]} `+
+		`{.spec.tolerations[?(@.key=="node.kubernetes.io/not-ready")].effect}/`+
+		`{.spec.tolerations[?(@.key=="node.kubernetes.io/not-ready")].tolerationSeconds}{"\n"}{end}`)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := append(strings.Fields(l), "", "")
+		if node, target, _ := strings.Cut(f[0], "="); node == "" || node != target || f[1] != "NoExecute/" || f[2] != "" {
+			t.Errorf("daemon pod's node, affinity and not-ready toleration: %q", l)
+		}
+	}
 	eventually(t, 30*time.Second, func() error {
 		if out := s.must(t, c, "describe", "ds", "node-agent"); !strings.Contains(out, "SuccessfulCreate") || !strings.Contains(out, "Created pod: node-agent-") {
 			return fmt.Errorf("describe ds:\n%s", out)
