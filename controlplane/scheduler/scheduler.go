@@ -4,7 +4,10 @@
 // pods/binding. A pod that fits nowhere gets PodScheduled=False and a
 // FailedScheduling event saying why, node by node, and is tried again when
 // the cluster changes (a node added or changed, a placed pod gone), not by
-// polling. Only the holder of the kube-system/kube-scheduler Lease schedules.
+// polling. Pods are tried highest priority first; one that fits nowhere may
+// preempt pods of lower priority (package preemption chooses them, preempt.go
+// evicts them and nominates the node). Only the holder of the
+// kube-system/kube-scheduler Lease schedules.
 package scheduler
 
 import (
@@ -45,17 +48,19 @@ type Scheduler struct {
 	nodes         map[string]*framework.NodeInfo
 	placed        map[types.UID]*corev1.Pod // pods counted on a node, by uid
 	unschedulable map[string]string         // pod key -> last reason reported
+	nominated     map[types.UID]*nomination // pending pods waiting for room preemption makes
 }
 
 // New returns a scheduler using client.
 func New(client kubernetes.Interface) *Scheduler {
-	return &Scheduler{
+	s := &Scheduler{
 		client: client, plugins: DefaultPlugins(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](10*time.Millisecond, 10*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "scheduler"}),
 		nodes: map[string]*framework.NodeInfo{}, placed: map[types.UID]*corev1.Pod{}, unschedulable: map[string]string{},
+		nominated: map[types.UID]*nomination{},
 	}
+	// Higher-priority pods are tried first (see activeQueue).
+	s.queue = newQueue(s.lookupPod)
+	return s
 }
 
 // Run schedules while this process holds the scheduler's Lease, until ctx ends.
@@ -188,6 +193,7 @@ func (s *Scheduler) podChanged(p *corev1.Pod) {
 		s.mu.Lock()
 		s.place(p)
 		delete(s.unschedulable, podKey(p))
+		delete(s.nominated, p.UID) // bound: counted as placed now
 		s.mu.Unlock()
 	case p.Spec.NodeName != "":
 		// A finished pod frees its node's resources.
@@ -195,6 +201,7 @@ func (s *Scheduler) podChanged(p *corev1.Pod) {
 	case needsScheduling(p):
 		s.mu.Lock()
 		_, waiting := s.unschedulable[podKey(p)]
+		s.nominationChanged(p)
 		s.mu.Unlock()
 		if !waiting {
 			s.queue.Add(podKey(p))
@@ -206,6 +213,10 @@ func (s *Scheduler) podGone(p *corev1.Pod) {
 	s.mu.Lock()
 	freed := s.unplace(p)
 	delete(s.unschedulable, podKey(p))
+	if _, ok := s.nominated[p.UID]; ok {
+		delete(s.nominated, p.UID)
+		freed = true // the room it was waiting for is free for others
+	}
 	s.mu.Unlock()
 	if freed {
 		s.retryUnschedulable()
@@ -240,14 +251,19 @@ func (s *Scheduler) scheduleOne(ctx context.Context, key string) {
 		return
 	}
 	s.mu.Lock()
-	node, err := framework.Schedule(pod, s.snapshot(), s.plugins)
+	pod = s.withNomination(pod)
+	snap := s.snapshotFor(pod)
+	node, err := framework.Schedule(pod, snap, s.plugins)
 	if err != nil { // a *framework.FitError: the pod fits nowhere now
-		reason := err.Error()
+		preempt, reason := s.tryPreemption(pod, snap, err)
 		last, seen := s.unschedulable[key]
 		s.unschedulable[key] = reason
 		s.mu.Unlock()
 		if !seen || last != reason {
 			s.reportUnschedulable(ctx, pod, reason)
+		}
+		if preempt != nil {
+			s.preempt(ctx, pod, preempt)
 		}
 		return
 	}
@@ -257,6 +273,7 @@ func (s *Scheduler) scheduleOne(ctx context.Context, key string) {
 	assumed.Spec.NodeName = node
 	s.place(assumed)
 	delete(s.unschedulable, key)
+	delete(s.nominated, pod.UID) // counted as placed from now on
 	s.mu.Unlock()
 
 	binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},

@@ -72,7 +72,7 @@ func TestSchedulerWithHollowNodes(t *testing.T) {
 	if _, err := pods.Create(ctx, sel, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want := "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+	want := "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
 	waitFor(t, "FailedScheduling", func() (bool, error) {
 		evs, err := s.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=wants-ssd,reason=FailedScheduling"})
 		if err != nil || len(evs.Items) == 0 {

@@ -51,19 +51,35 @@ func Eligible(pod *corev1.Pod, snap *framework.Snapshot) (bool, string) {
 	return true, ""
 }
 
-// Select returns the best node to preempt on and its victims, or nil when
-// removing lower-priority pods makes pod fit nowhere. Among candidates it
+// Reasons a node is no candidate, in upstream's words: no removal of pods
+// could make the pod fit there (it does not fit the empty node), or the
+// pods whose removal would are not of lower priority.
+const (
+	NotHelpful = "Preemption is not helpful for scheduling"
+	NoVictims  = "No preemption victims found for incoming pod"
+)
+
+// Select returns the best node to preempt on and its victims, or nil and
+// why each node is no candidate (rendered as upstream's "preemption: 0/N
+// nodes are available: ..." sentence) when removing lower-priority pods
+// makes pod fit nowhere. Among candidates it
 // prefers, in upstream's order: the lowest priority of the most important
 // victim, then the lowest sum of victims' priorities, then the fewest
 // victims, then the latest start among the most important victims, then
 // the first node by name.
-func Select(pod *corev1.Pod, snap *framework.Snapshot, plugins framework.Plugins) *Candidate {
+func Select(pod *corev1.Pod, snap *framework.Snapshot, plugins framework.Plugins) (*Candidate, *framework.FitError) {
 	nodes := append([]*framework.NodeInfo(nil), snap.Nodes...)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Node.Name < nodes[j].Node.Name })
 	var best *Candidate
+	why := &framework.FitError{NumNodes: len(nodes), Reasons: map[string]int{}}
 	for _, n := range nodes {
 		victims, ok := victimsOn(pod, snap, plugins, n)
 		if !ok {
+			if plugins.Fits(pod, snap, framework.NewNodeInfo(n.Node)) != "" {
+				why.Reasons[NotHelpful]++
+			} else {
+				why.Reasons[NoVictims]++
+			}
 			continue
 		}
 		c := &Candidate{Node: n.Node.Name, Victims: victims}
@@ -71,7 +87,10 @@ func Select(pod *corev1.Pod, snap *framework.Snapshot, plugins framework.Plugins
 			best = c
 		}
 	}
-	return best
+	if best == nil {
+		return nil, why
+	}
+	return best, nil
 }
 
 // victimsOn finds the fewest lower-priority pods of node whose removal

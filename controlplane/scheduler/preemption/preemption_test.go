@@ -52,6 +52,7 @@ func TestSelect(t *testing.T) {
 		pod         *corev1.Pod
 		wantNode    string // "" when no candidate
 		wantVictims []string
+		wantWhy     string // with no candidate
 	}{
 		{
 			name:     "the low pod filling the node goes",
@@ -60,14 +61,20 @@ func TestSelect(t *testing.T) {
 			wantNode: "a", wantVictims: []string{"low"},
 		},
 		{
-			name:  "pods of equal priority are never victims",
-			nodes: []*framework.NodeInfo{framework.NewNodeInfo(node("a", "2"), pod("peer", "2", 100, 0))},
-			pod:   pod("high", "1", 100, 5),
+			name:    "pods of equal priority are never victims",
+			nodes:   []*framework.NodeInfo{framework.NewNodeInfo(node("a", "2"), pod("peer", "2", 100, 0))},
+			pod:     pod("high", "1", 100, 5),
+			wantWhy: "0/1 nodes are available: 1 No preemption victims found for incoming pod.",
 		},
 		{
-			name:  "no removal helps a pod bigger than the node",
-			nodes: []*framework.NodeInfo{framework.NewNodeInfo(node("a", "2"), pod("low", "1", 0, 0))},
-			pod:   pod("huge", "3", 100, 5),
+			name: "no removal helps a pod bigger than the node, or one that does not tolerate it",
+			nodes: []*framework.NodeInfo{
+				framework.NewNodeInfo(node("a", "2"), pod("low", "1", 0, 0)),
+				framework.NewNodeInfo(node("b", "8", taint), pod("low2", "8", 0, 0)),
+				framework.NewNodeInfo(node("c", "8"), pod("peer", "8", 100, 0)),
+			},
+			pod:     pod("huge", "3", 100, 5),
+			wantWhy: "0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.",
 		},
 		{
 			name:     "only as many victims as needed, the least important first",
@@ -126,7 +133,7 @@ func TestSelect(t *testing.T) {
 			for i, n := range c.nodes {
 				before[i] = len(n.Pods)
 			}
-			got := Select(c.pod, snap, plugins)
+			got, why := Select(c.pod, snap, plugins)
 			for i, n := range c.nodes {
 				if len(n.Pods) != before[i] {
 					t.Fatalf("Select changed the snapshot's node %s", n.Node.Name)
@@ -135,6 +142,9 @@ func TestSelect(t *testing.T) {
 			if c.wantNode == "" {
 				if got != nil {
 					t.Fatalf("want no candidate, got %s %v", got.Node, names(got.Victims))
+				}
+				if why == nil || why.Error() != c.wantWhy {
+					t.Fatalf("why %v, want %s", why, c.wantWhy)
 				}
 				return
 			}
