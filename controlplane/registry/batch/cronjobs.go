@@ -88,7 +88,12 @@ func cronjobs() *registry.Resource {
 			if cj.Spec.TimeZone != nil {
 				tz = *cj.Spec.TimeZone
 			}
-			return []interface{}{cj.Name, cj.Spec.Schedule, tz, cj.Spec.Suspend != nil && *cj.Spec.Suspend, int64(len(cj.Status.Active)), last,
+			// kubectl shows True/False here, as upstream's printer writes it.
+			suspend := "<unset>"
+			if cj.Spec.Suspend != nil {
+				suspend = map[bool]string{true: "True", false: "False"}[*cj.Spec.Suspend]
+			}
+			return []interface{}{cj.Name, cj.Spec.Schedule, tz, suspend, int64(len(cj.Status.Active)), last,
 				registry.Age(cj.CreationTimestamp), names, images, registry.SelectorColumn(cj.Spec.JobTemplate.Spec.Selector)}
 		},
 	}
