@@ -11,7 +11,6 @@ package cronjob
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sort"
 	"time"
 
@@ -127,8 +126,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		}
 	}
 	p := plan(cj, jobs, c.Clock.Now())
-	if p.note != "" {
-		slog.Info("cronjob did not start a job", "cronjob", key, "why", p.note)
+	for _, e := range p.events {
+		c.event(ctx, cj, e)
 	}
 	if err := c.carryOut(ctx, cj, p); err != nil {
 		return fmt.Errorf("cronjob %s/%s: %w", ns, name, err)
@@ -146,6 +145,7 @@ func (c *Controller) carryOut(ctx context.Context, cj *batchv1.CronJob, p *step)
 		if err := jobs.Delete(ctx, ref.Name, background); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("replace job %s: %w", ref.Name, err)
 		}
+		c.event(ctx, cj, event{corev1.EventTypeNormal, "SuccessfulDelete", "Deleted job " + ref.Name})
 	}
 	st := p.status
 	if p.create != nil {
@@ -161,6 +161,7 @@ func (c *Controller) carryOut(ctx context.Context, cj *batchv1.CronJob, p *step)
 		if err != nil {
 			return fmt.Errorf("create job %s: %w", p.create.Name, err)
 		}
+		c.event(ctx, cj, event{corev1.EventTypeNormal, "SuccessfulCreate", "Created job " + created.Name})
 		if !finished(created) && !inActive(st.Active, created.UID) {
 			st.Active = append(st.Active, corev1.ObjectReference{APIVersion: "batch/v1", Kind: "Job", Namespace: created.Namespace,
 				Name: created.Name, UID: created.UID, ResourceVersion: created.ResourceVersion})
@@ -179,6 +180,7 @@ func (c *Controller) carryOut(ctx context.Context, cj *batchv1.CronJob, p *step)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete old job %s: %w", j.Name, err)
 		}
+		c.event(ctx, cj, event{corev1.EventTypeNormal, "SuccessfulDelete", "Deleted job " + j.Name})
 	}
 	return nil
 }
@@ -190,7 +192,18 @@ type step struct {
 	replace      []corev1.ObjectReference // active Jobs to delete first (Replace)
 	expired      []*batchv1.Job           // finished Jobs beyond the history limits
 	requeueAfter time.Duration            // when to look again; 0: on the next change
-	note         string                   // why a due Job was not started
+	events       []event                  // what to tell `kubectl describe`
+}
+
+// event is one Event to record on the CronJob.
+type event struct{ typ, reason, message string }
+
+func (p *step) warn(reason, format string, args ...interface{}) {
+	p.events = append(p.events, event{corev1.EventTypeWarning, reason, fmt.Sprintf(format, args...)})
+}
+
+func (p *step) tell(reason, format string, args ...interface{}) {
+	p.events = append(p.events, event{corev1.EventTypeNormal, reason, fmt.Sprintf(format, args...)})
 }
 
 // plan decides what to do for cj, whose Jobs are jobs, at now.
@@ -205,7 +218,14 @@ func plan(cj *batchv1.CronJob, jobs []*batchv1.Job, now time.Time) *step {
 		if !finished(j) {
 			continue
 		}
-		st.Active = removeRef(st.Active, j.UID)
+		if inActive(st.Active, j.UID) {
+			cond := batchv1.JobComplete
+			if condition(j, batchv1.JobFailed) {
+				cond = batchv1.JobFailed
+			}
+			p.tell("SawCompletedJob", "Saw completed job: %s, condition: %s", j.Name, cond)
+			st.Active = removeRef(st.Active, j.UID)
+		}
 		if ct := j.Status.CompletionTime; ct != nil && (st.LastSuccessfulTime == nil || ct.After(st.LastSuccessfulTime.Time)) {
 			st.LastSuccessfulTime = ct.DeepCopy()
 		}
@@ -229,19 +249,19 @@ func plan(cj *batchv1.CronJob, jobs []*batchv1.Job, now time.Time) *step {
 	if tz := cj.Spec.TimeZone; tz != nil {
 		var err error
 		if loc, err = time.LoadLocation(*tz); err != nil {
-			p.note = fmt.Sprintf("unknown time zone %s", *tz)
+			p.warn("UnknownTimeZone", "invalid timeZone: %q: %s", *tz, err)
 			return p
 		}
 	}
 	sched, err := batch.ParseSchedule(cj.Spec.Schedule)
 	if err != nil {
-		p.note = fmt.Sprintf("unparseable schedule %q: %v", cj.Spec.Schedule, err)
+		p.warn("UnparseableSchedule", "unparseable schedule: %q : %s", cj.Spec.Schedule, err)
 		return p
 	}
 	now = now.In(loc)
 	_, due, missed, err := mostRecent(cj, st, now, sched, true)
 	if err != nil {
-		p.note = err.Error()
+		p.warn("InvalidSchedule", "invalid schedule: %s : %s", cj.Spec.Schedule, err)
 		return p
 	}
 	defer func() { p.requeueAfter = nextDelay(cj, st, now, sched) }()
@@ -249,11 +269,10 @@ func plan(cj *batchv1.CronJob, jobs []*batchv1.Job, now time.Time) *step {
 		return p
 	}
 	if missed > tooManyMissed {
-		slog.Warn("too many missed start times", "cronjob", cj.Namespace+"/"+cj.Name, "missed", missed,
-			"hint", "set or decrease .spec.startingDeadlineSeconds or check clock skew")
+		p.warn("TooManyMissedTimes", "too many missed start times: %d. Set or decrease .spec.startingDeadlineSeconds or check clock skew", missed)
 	}
 	if d := cj.Spec.StartingDeadlineSeconds; d != nil && due.Add(time.Duration(*d)*time.Second).Before(now) {
-		p.note = fmt.Sprintf("missed scheduled time to start a job: %s", due.UTC().Format(time.RFC1123Z))
+		p.warn("MissedSchedule", "Missed scheduled time to start a job: %s", due.UTC().Format(time.RFC1123Z))
 		return p
 	}
 	name := jobName(cj, *due)
@@ -263,7 +282,7 @@ func plan(cj *batchv1.CronJob, jobs []*batchv1.Job, now time.Time) *step {
 	switch cj.Spec.ConcurrencyPolicy {
 	case batchv1.ForbidConcurrent:
 		if len(st.Active) > 0 {
-			p.note = "not starting job because prior execution is running and concurrency policy is Forbid"
+			p.tell("JobAlreadyActive", "Not starting job because prior execution is running and concurrency policy is Forbid")
 			return p
 		}
 	case batchv1.ReplaceConcurrent:

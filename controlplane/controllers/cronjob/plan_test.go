@@ -53,7 +53,7 @@ func ref(j *batchv1.Job) corev1.ObjectReference {
 func wantCreate(t *testing.T, p *step, scheduled time.Time) {
 	t.Helper()
 	if p.create == nil {
-		t.Fatalf("no job created (note %q)", p.note)
+		t.Fatalf("no job created (events %v)", p.events)
 	}
 	if want := fmt.Sprintf("nightly-%d", scheduled.Unix()/60); p.create.Name != want {
 		t.Errorf("job name %s, want %s", p.create.Name, want)
@@ -66,12 +66,12 @@ func wantCreate(t *testing.T, p *step, scheduled time.Time) {
 func TestPlanSchedules(t *testing.T) {
 	created := at(t, "2026-03-02T10:01:00Z")
 	cases := []struct {
-		name     string
-		mod      func(*batchv1.CronJob)
-		now      string
-		want     string // the schedule time of the Job made, "" for none
-		requeue  time.Duration
-		wantNote bool
+		name      string
+		mod       func(*batchv1.CronJob)
+		now       string
+		want      string // the schedule time of the Job made, "" for none
+		requeue   time.Duration
+		wantEvent bool
 	}{
 		{name: "not yet due", now: "2026-03-02T10:04:00Z", requeue: time.Minute + nextScheduleDelta},
 		{name: "due", now: "2026-03-02T10:05:30Z", want: "2026-03-02T10:05:00Z", requeue: 4*time.Minute + 30*time.Second + nextScheduleDelta},
@@ -85,7 +85,7 @@ func TestPlanSchedules(t *testing.T) {
 		{name: "within the starting deadline", mod: func(cj *batchv1.CronJob) { cj.Spec.StartingDeadlineSeconds = ptr.To[int64](200) },
 			now: "2026-03-02T10:07:00Z", want: "2026-03-02T10:05:00Z", requeue: 3*time.Minute + nextScheduleDelta},
 		{name: "suspended", mod: func(cj *batchv1.CronJob) { cj.Spec.Suspend = ptr.To(true) }, now: "2026-03-02T10:05:30Z"},
-		{name: "unknown time zone", mod: func(cj *batchv1.CronJob) { cj.Spec.TimeZone = ptr.To("Mars/Olympus") }, now: "2026-03-02T10:05:30Z", wantNote: true},
+		{name: "unknown time zone", mod: func(cj *batchv1.CronJob) { cj.Spec.TimeZone = ptr.To("Mars/Olympus") }, now: "2026-03-02T10:05:30Z", wantEvent: true},
 		{name: "hourly", mod: func(cj *batchv1.CronJob) { cj.Spec.Schedule = "@hourly" }, now: "2026-03-02T11:00:01Z", want: "2026-03-02T11:00:00Z",
 			requeue: time.Hour - time.Second + nextScheduleDelta},
 	}
@@ -106,8 +106,8 @@ func TestPlanSchedules(t *testing.T) {
 			if p.requeueAfter != c.requeue {
 				t.Errorf("requeue after %s, want %s", p.requeueAfter, c.requeue)
 			}
-			if (p.note != "") != c.wantNote {
-				t.Errorf("note %q", p.note)
+			if (len(p.events) > 0) != c.wantEvent {
+				t.Errorf("events %v", p.events)
 			}
 		})
 	}
@@ -156,7 +156,7 @@ func TestPlanConcurrency(t *testing.T) {
 		cj.Status.Active = []corev1.ObjectReference{ref(running)}
 		p := plan(cj, []*batchv1.Job{running}, at(t, "2026-03-02T10:05:10Z"))
 		if (p.create != nil) != c.wantCreate || len(p.replace) != c.wantReplace || len(p.status.Active) != c.wantActive {
-			t.Errorf("%s: create %v, replace %v, active %v (note %q)", c.policy, p.create != nil, p.replace, p.status.Active, p.note)
+			t.Errorf("%s: create %v, replace %v, active %v (events %v)", c.policy, p.create != nil, p.replace, p.status.Active, p.events)
 		}
 		if c.policy == batchv1.ForbidConcurrent && p.status.LastScheduleTime != nil {
 			t.Errorf("Forbid recorded a schedule time it did not run")
@@ -179,6 +179,9 @@ func TestPlanStatusAndHistory(t *testing.T) {
 	cj.Status.Active = []corev1.ObjectReference{ref(jobs[4]), ref(running), gone}
 
 	p := plan(cj, jobs, created.Add(time.Hour))
+	if len(p.events) != 1 || p.events[0].message != "Saw completed job: ok-4, condition: Complete" {
+		t.Errorf("events %+v", p.events)
+	}
 	if len(p.status.Active) != 1 || p.status.Active[0].UID != "run" {
 		t.Errorf("active %+v, want only the running job", p.status.Active)
 	}
@@ -217,6 +220,9 @@ func TestMostRecent(t *testing.T) {
 	}
 	p := plan(cj, nil, at(t, "2026-03-03T00:00:30Z"))
 	wantCreate(t, p, at(t, "2026-03-03T00:00:00Z"))
+	if len(p.events) != 1 || p.events[0].reason != "TooManyMissedTimes" || p.events[0].typ != corev1.EventTypeWarning {
+		t.Errorf("events %+v, want one TooManyMissedTimes warning", p.events)
+	}
 	// A deadline narrows the search to what can still start.
 	cj.Spec.StartingDeadlineSeconds = ptr.To[int64](10)
 	_, recent, missed, _ = mostRecent(cj, &cj.Status, at(t, "2026-03-03T00:00:30Z"), sched(cj.Spec.Schedule), true)
