@@ -42,6 +42,22 @@ spec:
       containers:
       - name: c
         image: busybox
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: brief
+spec:
+  ttlSecondsAfterFinished: 1
+  template:
+    metadata:
+      annotations:
+        navarch.io/sim-duration: 200ms
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: busybox
 `
 
 // TestJobAndCronJobOnHollowNodes runs a Job to completion on simulated
@@ -75,6 +91,23 @@ func TestJobAndCronJobOnHollowNodes(t *testing.T) {
 	if got := s.must(t, c, "get", "pods", "-l", "job-name=three", "-o", "jsonpath={range .items[*]}{.status.phase} {end}"); strings.Count(got, "Succeeded") != 3 {
 		t.Errorf("pods of the job: %s", got)
 	}
+	if out := s.must(t, c, "describe", "job", "three"); !strings.Contains(out, "SuccessfulCreate") || !strings.Contains(out, "Completed") ||
+		!strings.Contains(out, "3 Succeeded / 0 Failed") {
+		t.Errorf("describe job:\n%s", out)
+	}
+	// Deleting a Job takes its pods (their tracking finalizers released).
+	s.must(t, c, "delete", "job", "three")
+	// A Job with a TTL goes by itself once finished.
+	eventually(t, 30*time.Second, func() error {
+		out := s.must(t, c, "get", "pods,jobs", "-l", "job-name in (three,brief)", "-o", "name")
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("left: %s", out)
+		}
+		if r := s.kubectl(c, "", nil, "get", "job", "brief"); r.err == nil || !strings.Contains(r.stderr, "NotFound") {
+			return fmt.Errorf("job brief still there: %s", r)
+		}
+		return nil
+	})
 
 	// A Job made by hand from the CronJob's template runs too.
 	s.must(t, c, "create", "job", "by-hand", "--from=cronjob/tick")

@@ -41,6 +41,7 @@ import (
 // Names upstream gives to what the Job controller puts on pods.
 const (
 	TrackingFinalizer      = "batch.kubernetes.io/job-tracking"
+	labelJobName           = "batch.kubernetes.io/job-name"
 	CompletionIndexKey     = "batch.kubernetes.io/job-completion-index" // annotation and label
 	CompletionIndexEnvName = "JOB_COMPLETION_INDEX"
 )
@@ -192,23 +193,36 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
-	all, err := c.pods.Pods(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
 	job, err := c.jobs.Jobs(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		// Its pods go with it through the garbage collector; they must not
-		// wait for a finalizer nobody will remove.
+		// wait for a finalizer nobody will remove. (Rare: a full list.)
 		c.mu.Lock()
 		delete(c.expectations, key)
 		c.mu.Unlock()
+		all, err := c.pods.Pods(ns).List(labels.Everything())
+		if err != nil {
+			return err
+		}
 		return c.releasePods(ctx, strays(all, name, ""))
 	}
 	if err != nil {
 		return err
 	}
-	if err := c.releasePods(ctx, strays(all, name, job.UID)); err != nil {
+	// Pods of an earlier Job of the same name carry its name label.
+	sameName, err := c.pods.Pods(ns).List(labels.SelectorFromSet(labels.Set{labelJobName: name}))
+	if err != nil {
+		return err
+	}
+	if err := c.releasePods(ctx, strays(sameName, name, job.UID)); err != nil {
+		return err
+	}
+	sel, err := metav1.LabelSelectorAsSelector(job.Spec.Selector)
+	if err != nil || job.Spec.Selector == nil {
+		return nil // validation prevents it; nothing to do until the Job changes
+	}
+	all, err := c.pods.Pods(ns).List(sel)
+	if err != nil {
 		return err
 	}
 	var owned []*corev1.Pod
@@ -463,31 +477,35 @@ func (c *Controller) syncJob(ctx context.Context, key string, job *batchv1.Job, 
 	finishing := condition(job, batchv1.JobFailureTarget) != nil || condition(job, batchv1.JobSuccessCriteriaMet) != nil
 	switch {
 	case finishing:
-		if err := c.deletePods(ctx, key, v.active); err != nil {
+		if err := c.deletePods(ctx, key, job, v.active); err != nil {
 			return err
 		}
 		if len(v.active) == 0 && len(v.terminating) == 0 && stillUncounted == 0 && removeErr == nil {
 			if ft := condition(job, batchv1.JobFailureTarget); ft != nil {
 				setCondition(st, batchv1.JobFailed, ft.Reason, ft.Message, now)
+				c.event(ctx, job, corev1.EventTypeWarning, ft.Reason, ft.Message)
 			} else {
 				setCondition(st, batchv1.JobComplete, reasonCompletions, messageCompletions, now)
 				st.CompletionTime = &metav1.Time{Time: now}
+				c.event(ctx, job, corev1.EventTypeNormal, "Completed", "Job completed")
 			}
 		}
 		v.active = nil
 	case suspended:
-		if err := c.deletePods(ctx, key, v.active); err != nil {
+		if err := c.deletePods(ctx, key, job, v.active); err != nil {
 			return err
 		}
 		v.active = nil
 		if condition(job, batchv1.JobSuspended) == nil {
 			setCondition(st, batchv1.JobSuspended, "JobSuspended", "Job suspended", now)
+			c.event(ctx, job, corev1.EventTypeNormal, "Suspended", "Job suspended")
 		}
 	default:
 		if condition(job, batchv1.JobSuspended) != nil {
 			// Resumed: the active deadline counts from now.
 			setConditionStatus(st, batchv1.JobSuspended, corev1.ConditionFalse, "JobResumed", "Job resumed", now)
 			st.StartTime = &metav1.Time{Time: now}
+			c.event(ctx, job, corev1.EventTypeNormal, "Resumed", "Job resumed")
 		}
 		if st.StartTime == nil {
 			st.StartTime = &metav1.Time{Time: now}
@@ -614,7 +632,7 @@ func (c *Controller) managePods(ctx context.Context, key string, job *batchv1.Jo
 			toCreate = append(toCreate, -1)
 		}
 	}
-	if err := c.deletePods(ctx, key, surplus); err != nil {
+	if err := c.deletePods(ctx, key, job, surplus); err != nil {
 		return 0, 0, err
 	}
 	if len(toCreate) == 0 {
@@ -700,7 +718,7 @@ func deletionOrder(pods []*corev1.Pod) []*corev1.Pod {
 	return out
 }
 
-func (c *Controller) deletePods(ctx context.Context, key string, pods []*corev1.Pod) error {
+func (c *Controller) deletePods(ctx context.Context, key string, job *batchv1.Job, pods []*corev1.Pod) error {
 	if len(pods) == 0 {
 		return nil
 	}
@@ -716,6 +734,7 @@ func (c *Controller) deletePods(ctx context.Context, key string, pods []*corev1.
 			c.mu.Unlock()
 			return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
 		}
+		c.event(ctx, job, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: "+p.Name)
 	}
 	return nil
 }
@@ -739,6 +758,7 @@ func (c *Controller) createPods(ctx context.Context, key string, job *batchv1.Jo
 					c.mu.Lock()
 					e.created[p.Name] = true
 					c.mu.Unlock()
+					c.event(ctx, job, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: "+p.Name)
 				}
 				errs <- err
 			}()
