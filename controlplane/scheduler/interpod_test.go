@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/utils/ptr"
 
@@ -73,12 +74,9 @@ func TestAntiAffinityDeployment(t *testing.T) {
 		return nil
 	})
 
-	cur, err := deps.Get(ctx, "spread", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Replicas = ptr.To[int32](4)
-	if _, err := deps.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+	// A patch, as kubectl scale sends: the controllers write the
+	// Deployment's status meanwhile, so a read-modify-update may conflict.
+	if _, err := deps.Patch(ctx, "spread", types.MergePatchType, []byte(`{"spec":{"replicas":4}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Preemption may add its own sentence after this one, as upstream does.

@@ -14,11 +14,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
-	"time"
 
-	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,10 +24,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/navarch/navarch/controlplane/leaderlock"
 	"github.com/navarch/navarch/controlplane/scheduler/framework"
 )
 
@@ -49,6 +45,8 @@ type Scheduler struct {
 	placed        map[types.UID]*corev1.Pod // pods counted on a node, by uid
 	unschedulable map[string]string         // pod key -> last reason reported
 	nominated     map[types.UID]*nomination // pending pods waiting for room preemption makes
+
+	binds chan struct{} // one token per binding request in flight
 }
 
 // New returns a scheduler using client.
@@ -56,7 +54,7 @@ func New(client kubernetes.Interface) *Scheduler {
 	s := &Scheduler{
 		client: client, plugins: DefaultPlugins(),
 		nodes: map[string]*framework.NodeInfo{}, placed: map[types.UID]*corev1.Pod{}, unschedulable: map[string]string{},
-		nominated: map[types.UID]*nomination{},
+		nominated: map[types.UID]*nomination{}, binds: make(chan struct{}, maxBindsInFlight),
 	}
 	// Higher-priority pods are tried first (see activeQueue).
 	s.queue = newQueue(s.lookupPod)
@@ -65,22 +63,7 @@ func New(client kubernetes.Interface) *Scheduler {
 
 // Run schedules while this process holds the scheduler's Lease, until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
-	host, _ := os.Hostname()
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: "kube-scheduler", Namespace: metav1.NamespaceSystem},
-		Client:     s.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: host + "_" + uuid.NewString()},
-	}
-	var runErr error
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-		Lock: lock, ReleaseOnCancel: true, Name: "kube-scheduler",
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) { runErr = s.lead(ctx) },
-			OnStoppedLeading: func() { slog.Info("scheduler lost its lease") },
-		},
-	})
-	return runErr
+	return leaderlock.Run(ctx, s.client, "kube-scheduler", s.lead)
 }
 
 // lead runs the scheduling loop: informers feed the cache and the queue.
@@ -251,6 +234,11 @@ func (s *Scheduler) scheduleOne(ctx context.Context, key string) {
 		return
 	}
 	s.mu.Lock()
+	if _, assumed := s.placed[pod.UID]; assumed {
+		// Its binding is in flight; the informer has not seen it yet.
+		s.mu.Unlock()
+		return
+	}
 	pod = s.withNomination(pod)
 	snap := s.snapshotFor(pod)
 	node, err := framework.Schedule(pod, snap, s.plugins)
@@ -276,14 +264,31 @@ func (s *Scheduler) scheduleOne(ctx context.Context, key string) {
 	delete(s.nominated, pod.UID) // counted as placed from now on
 	s.mu.Unlock()
 
-	binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
-		Target: corev1.ObjectReference{Kind: "Node", Name: node}}
-	if err := s.client.CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil {
+	// Bind in the background, as upstream's binding cycle does: the next
+	// decision needs only the assumed pod, not the API's answer, so the
+	// loop is not held to one round trip per pod. binds bounds the requests
+	// in flight.
+	s.binds <- struct{}{}
+	go func() {
+		defer func() { <-s.binds }()
+		s.bind(ctx, key, assumed)
+	}()
+}
+
+// maxBindsInFlight bounds the concurrent binding requests.
+const maxBindsInFlight = 64
+
+// bind stores the decision for an assumed pod; on failure the pod is no
+// longer counted on the node and is tried again.
+func (s *Scheduler) bind(ctx context.Context, key string, assumed *corev1.Pod) {
+	binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: assumed.Name, Namespace: assumed.Namespace, UID: assumed.UID},
+		Target: corev1.ObjectReference{Kind: "Node", Name: assumed.Spec.NodeName}}
+	if err := s.client.CoreV1().Pods(assumed.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil {
 		s.mu.Lock()
 		s.unplace(assumed)
 		s.mu.Unlock()
-		if !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			slog.Warn("binding failed", "pod", key, "node", node, "err", err)
+		if !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && ctx.Err() == nil {
+			slog.Warn("binding failed", "pod", key, "node", assumed.Spec.NodeName, "err", err)
 			s.queue.AddRateLimited(key)
 		}
 		return
