@@ -14,7 +14,7 @@ import (
 // (`kubectl describe cronjob`). It is best effort: a lost event must not
 // fail the sync.
 func (c *Controller) event(ctx context.Context, cj *batchv1.CronJob, e event) {
-	now := metav1.Time{Time: c.Clock.Now()}
+	now := metav1.Now()
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", cj.Name, now.UnixNano()), Namespace: cj.Namespace},
 		InvolvedObject: corev1.ObjectReference{Kind: "CronJob", APIVersion: "batch/v1", Namespace: cj.Namespace, Name: cj.Name,

@@ -85,6 +85,7 @@ func TestPlanSchedules(t *testing.T) {
 		{name: "within the starting deadline", mod: func(cj *batchv1.CronJob) { cj.Spec.StartingDeadlineSeconds = ptr.To[int64](200) },
 			now: "2026-03-02T10:07:00Z", want: "2026-03-02T10:05:00Z", requeue: 3*time.Minute + nextScheduleDelta},
 		{name: "suspended", mod: func(cj *batchv1.CronJob) { cj.Spec.Suspend = ptr.To(true) }, now: "2026-03-02T10:05:30Z"},
+		{name: "TZ in the schedule is refused", mod: func(cj *batchv1.CronJob) { cj.Spec.Schedule = "TZ=UTC */5 * * * *" }, now: "2026-03-02T10:05:30Z", wantEvent: true},
 		{name: "unknown time zone", mod: func(cj *batchv1.CronJob) { cj.Spec.TimeZone = ptr.To("Mars/Olympus") }, now: "2026-03-02T10:05:30Z", wantEvent: true},
 		{name: "hourly", mod: func(cj *batchv1.CronJob) { cj.Spec.Schedule = "@hourly" }, now: "2026-03-02T11:00:01Z", want: "2026-03-02T11:00:00Z",
 			requeue: time.Hour - time.Second + nextScheduleDelta},

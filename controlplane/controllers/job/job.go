@@ -463,7 +463,7 @@ func (c *Controller) syncJob(ctx context.Context, key string, job *batchv1.Job, 
 	if condition(job, batchv1.JobFailureTarget) == nil && condition(job, batchv1.JobSuccessCriteriaMet) == nil {
 		deadline := job.Spec.ActiveDeadlineSeconds
 		switch {
-		case st.Failed > ptr.Deref(job.Spec.BackoffLimit, 6):
+		case st.Failed > ptr.Deref(job.Spec.BackoffLimit, 6) || restartsExceed(job, v.active):
 			setCondition(st, batchv1.JobFailureTarget, reasonBackoffLimit, messageBackoffLimit, now)
 		case deadline != nil && st.StartTime != nil && !suspended && !now.Before(st.StartTime.Add(time.Duration(*deadline)*time.Second)):
 			setCondition(st, batchv1.JobFailureTarget, reasonDeadline, messageDeadline, now)
@@ -536,6 +536,28 @@ func (c *Controller) syncJob(ctx context.Context, key string, job *batchv1.Job, 
 		c.queue.AddAfter(key, requeue)
 	}
 	return removeErr
+}
+
+// restartsExceed says whether, with restartPolicy OnFailure (the kubelet
+// restarts failed containers in place, so pods do not fail), the restarts of
+// the active pods reach the backoff limit, as upstream counts them.
+func restartsExceed(job *batchv1.Job, active []*corev1.Pod) bool {
+	if job.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyOnFailure {
+		return false
+	}
+	restarts := int32(0)
+	for _, p := range active {
+		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+			for _, cs := range list {
+				restarts += cs.RestartCount
+			}
+		}
+	}
+	limit := ptr.Deref(job.Spec.BackoffLimit, 6)
+	if limit == 0 {
+		return restarts > 0
+	}
+	return restarts >= limit
 }
 
 // succeededEnough says whether a Job's success criteria are met.
