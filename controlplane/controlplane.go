@@ -228,7 +228,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	schedCfg := rest.CopyConfig(restCfg)
 	schedCfg.UserAgent = "navarch-scheduler"
-	sched := scheduler.New(kubernetes.NewForConfigOrDie(schedCfg))
+	sched := scheduler.NewShared(kubernetes.NewForConfigOrDie(schedCfg), factory)
 	for name, run := range map[string]func(context.Context) error{
 		"namespace controller":      nsController.Run,
 		"scheduler":                 sched.Run,

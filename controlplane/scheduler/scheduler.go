@@ -36,6 +36,7 @@ const Name = corev1.DefaultSchedulerName
 // Scheduler is the running scheduler.
 type Scheduler struct {
 	client  kubernetes.Interface
+	factory informers.SharedInformerFactory // nil: the scheduler makes its own
 	plugins framework.Plugins
 	queue   workqueue.TypedRateLimitingInterface[string]
 	pods    corelisters.PodLister
@@ -49,9 +50,16 @@ type Scheduler struct {
 	binds chan struct{} // one token per binding request in flight
 }
 
-// New returns a scheduler using client.
+// New returns a scheduler using client, with informers of its own.
 func New(client kubernetes.Interface) *Scheduler {
-	s := &Scheduler{
+	return NewShared(client, nil)
+}
+
+// NewShared returns a scheduler that watches pods and nodes through factory,
+// shared with the controllers of the same process, so that each pod event
+// is received and decoded once; nil means informers of its own.
+func NewShared(client kubernetes.Interface, factory informers.SharedInformerFactory) *Scheduler {
+	s := &Scheduler{factory: factory,
 		client: client, plugins: DefaultPlugins(),
 		nodes: map[string]*framework.NodeInfo{}, placed: map[types.UID]*corev1.Pod{}, unschedulable: map[string]string{},
 		nominated: map[types.UID]*nomination{}, binds: make(chan struct{}, maxBindsInFlight),
@@ -68,7 +76,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 // lead runs the scheduling loop: informers feed the cache and the queue.
 func (s *Scheduler) lead(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(s.client, 0)
+	factory := s.factory
+	if factory == nil {
+		factory = informers.NewSharedInformerFactory(s.client, 0)
+		defer factory.Shutdown()
+	}
 	podInf, nodeInf := factory.Core().V1().Pods(), factory.Core().V1().Nodes()
 	s.pods = podInf.Lister()
 	nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -96,7 +108,6 @@ func (s *Scheduler) lead(ctx context.Context) error {
 		},
 	})
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), podInf.Informer().HasSynced, nodeInf.Informer().HasSynced) {
 		return ctx.Err()
 	}
