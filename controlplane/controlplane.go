@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -45,6 +46,7 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/statefulset"
 	"github.com/navarch/navarch/controlplane/controllers/tainteviction"
 	"github.com/navarch/navarch/controlplane/controllers/ttlafterfinished"
+	"github.com/navarch/navarch/controlplane/leaderlock"
 	"github.com/navarch/navarch/controlplane/registry"
 	"github.com/navarch/navarch/controlplane/registry/apps"
 	"github.com/navarch/navarch/controlplane/registry/batch"
@@ -229,9 +231,11 @@ func Run(ctx context.Context, cfg Config) error {
 	schedCfg := rest.CopyConfig(restCfg)
 	schedCfg.UserAgent = "navarch-scheduler"
 	sched := scheduler.NewShared(kubernetes.NewForConfigOrDie(schedCfg), factory)
-	for name, run := range map[string]func(context.Context) error{
+	// The controller manager's controllers, run only while this server holds
+	// the kube-controller-manager Lease, as upstream's; the scheduler has
+	// a Lease of its own.
+	controllers := map[string]func(context.Context) error{
 		"namespace controller":      nsController.Run,
-		"scheduler":                 sched.Run,
 		"replicaset controller":     replicaset.New(kube, factory).Run,
 		"deployment controller":     deployment.New(kube, factory).Run,
 		"daemonset controller":      daemonset.New(kube, factory).Run,
@@ -246,9 +250,44 @@ func Run(ctx context.Context, cfg Config) error {
 		"job controller":            job.New(kube, factory).Run,
 		"cronjob controller":        cronjob.New(kube, factory).Run,
 		"ttl-after-finished":        ttlafterfinished.New(kube, factory).Run,
+	}
+	manager := func(ctx context.Context) error {
+		errs := make(chan error, len(controllers))
+		for name, run := range controllers {
+			go func() {
+				if err := run(ctx); err != nil && ctx.Err() == nil {
+					errs <- fmt.Errorf("%s: %w", name, err)
+				}
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			return err
+		}
+	}
+	// On the way out the components stop before the API server does
+	// (deferred calls run last first), so that they release their Leases
+	// and a restarted server leads at once instead of after their expiry.
+	var components sync.WaitGroup
+	defer func() {
+		cancel()
+		done := make(chan struct{})
+		go func() { components.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			slog.Warn("components did not stop within 5s")
+		}
+	}()
+	for name, run := range map[string]func(context.Context) error{
+		"scheduler":          sched.Run,
+		"controller manager": func(ctx context.Context) error { return leaderlock.Run(ctx, kube, "kube-controller-manager", manager) },
 	} {
-		name, run := name, run
+		components.Add(1)
 		go func() {
+			defer components.Done()
 			if err := run(ctx); err != nil && ctx.Err() == nil {
 				fatal <- fmt.Errorf("%s: %w", name, err)
 			}
