@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/navarch
 DATADIR ?= /var/lib/navarch
 
-.PHONY: build run test test-unit e2e bench clean
+.PHONY: build run test test-unit e2e bench bench-convergence clean
 
 ## build: compile the navarch binary into bin/
 build:
@@ -31,6 +31,10 @@ e2e:
 ## bench: API server benchmarks; paste the table into bench/RESULTS.md
 bench: build
 	$(GO) run ./bench/apiserver -navarch ./$(BIN)
+
+## bench-convergence: a Deployment of 3,000 and 10,000 replicas on 100 hollow nodes
+bench-convergence: build
+	$(GO) run ./bench/convergence -navarch ./$(BIN)
 
 clean:
 	rm -rf bin
