@@ -35,6 +35,21 @@ type Entry struct {
 	Data      []byte         // Object encoded as JSON
 	Labels    labels.Set
 	Fields    fields.Set
+
+	// alt is Object in a second encoding (the server's protobuf), made on
+	// first use only: objects nobody asks for that way carry nothing, and
+	// many watchers of one change share one encode.
+	altOnce sync.Once
+	alt     []byte
+	altErr  error
+}
+
+// Alternate returns Object encoded by enc, encoding it on the first call
+// only; later calls return the first result whatever enc they pass. The
+// bytes are shared: callers must not modify them.
+func (e *Entry) Alternate(enc func(runtime.Object) ([]byte, error)) ([]byte, error) {
+	e.altOnce.Do(func() { e.alt, e.altErr = enc(e.Object) })
+	return e.alt, e.altErr
 }
 
 // Decoder turns a stored value into an Entry (decoding, stamping the revision

@@ -3,11 +3,13 @@ package cache
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/navarch/navarch/controlplane/storage/etcd"
 )
@@ -17,9 +19,7 @@ func rawDecoder(key string, value []byte, rev int64) (*Entry, error) {
 }
 
 func rawRestamp(e *Entry, rev int64) (*Entry, error) {
-	c := *e
-	c.Revision = rev
-	return &c, nil
+	return &Entry{Key: e.Key, Name: e.Name, Revision: rev, Data: e.Data, Labels: e.Labels, Fields: e.Fields}, nil
 }
 
 func TestCacheFollowsStoreAndFiltersWatches(t *testing.T) {
@@ -84,5 +84,33 @@ func TestCacheFollowsStoreAndFiltersWatches(t *testing.T) {
 	defer stop()
 	if err := c.WaitFor(short, rev2+1000); err == nil {
 		t.Fatal("WaitFor for a future revision returned without error")
+	}
+}
+
+// TestAlternateEncodesOnce checks that an entry's second encoding is made
+// once however many readers ask for it at the same time, and not before.
+func TestAlternateEncodesOnce(t *testing.T) {
+	e := &Entry{Key: "k", Data: []byte("json")}
+	var mu sync.Mutex
+	calls := 0
+	enc := func(runtime.Object) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return []byte("pb"), nil
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := e.Alternate(enc); err != nil || string(got) != "pb" {
+				t.Errorf("Alternate = %q, %v", got, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if calls != 1 {
+		t.Fatalf("encoder called %d times, want 1", calls)
 	}
 }
