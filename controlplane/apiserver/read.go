@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -52,13 +53,13 @@ func (s *Server) waitForVersion(ctx context.Context, rv string) error {
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, req request) {
 	if err := s.waitForVersion(r.Context(), r.URL.Query().Get("resourceVersion")); err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	e, _ := s.cache.Get(s.caches[req.res], s.key(req.res, req.namespace, req.name))
 	e = s.view(req.res, e)
 	if e == nil {
-		writeError(w, apierrors.NewNotFound(req.res.GVR().GroupResource(), req.name), req.res, req.name)
+		writeErrorFor(w, r, apierrors.NewNotFound(req.res.GVR().GroupResource(), req.name), req.res, req.name)
 		return
 	}
 	if asTable(r) {
@@ -67,7 +68,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, req request) {
 		writeJSON(w, http.StatusOK, t)
 		return
 	}
-	writeRaw(w, http.StatusOK, e.Data)
+	writeEntry(w, r, req.res, e)
 }
 
 // selector is a parsed label and field selector.
@@ -116,13 +117,13 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, req request) {
 	q := r.URL.Query()
 	sel, err := s.parseSelector(r, req.res)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	limit := 0
 	if v := q.Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
-			writeError(w, badRequest("invalid limit %q", v), req.res, "")
+			writeErrorFor(w, r, badRequest("invalid limit %q", v), req.res, "")
 			return
 		}
 	}
@@ -131,12 +132,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, req request) {
 	if v := q.Get("continue"); v != "" {
 		tok, err := decodeContinue(v)
 		if err != nil {
-			writeError(w, err, req.res, "")
+			writeErrorFor(w, r, err, req.res, "")
 			return
 		}
 		start, tokenRev = tok.Start, tok.Revision
 	} else if err := s.waitForVersion(r.Context(), q.Get("resourceVersion")); err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	prefix := s.prefix(req.res, req.namespace)
@@ -159,7 +160,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, req request) {
 		writeJSON(w, http.StatusOK, t)
 		return
 	}
-	writeRaw(w, http.StatusOK, encodeList(req.res, lm, entries))
+	writeList(w, r, req.res, lm, entries)
 }
 
 // encodeList writes a list by splicing the cached encodings of its items,
@@ -200,12 +201,13 @@ func decodeContinue(v string) (continueToken, error) {
 	return t, nil
 }
 
-// watch streams changes as JSON watch events, one per line.
+// watch streams changes as JSON watch events, one per line, or as
+// length-delimited protobuf WatchEvent frames for clients that ask for them.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 	q := r.URL.Query()
 	sel, err := s.parseSelector(r, req.res)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	rv := q.Get("resourceVersion")
@@ -213,16 +215,16 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 	var from int64
 	if !initial {
 		if from, err = strconv.ParseInt(rv, 10, 64); err != nil {
-			writeError(w, badRequest("invalid resourceVersion %q", rv), req.res, "")
+			writeErrorFor(w, r, badRequest("invalid resourceVersion %q", rv), req.res, "")
 			return
 		}
 		if err := s.waitForVersion(r.Context(), rv); err != nil {
-			writeError(w, err, req.res, "")
+			writeErrorFor(w, r, err, req.res, "")
 			return
 		}
 	} else if rv != "0" {
 		if err := s.waitForVersion(r.Context(), ""); err != nil {
-			writeError(w, err, req.res, "")
+			writeErrorFor(w, r, err, req.res, "")
 			return
 		}
 	}
@@ -237,18 +239,28 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 	}
 	cres := s.caches[req.res]
 	watcher, backlog, startRev, err := s.cache.Watch(cres, prefix, from, initial, match)
+	table := asTable(r)
+	pb := !table && wantsProtobuf(r, req.res)
 	if errors.Is(err, cache.ErrGone) {
 		// Upstream answers a too-old version with a 200 and an ERROR event.
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
 		st := apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", from, s.cache.Revision())).Status()
 		st.Kind, st.APIVersion = "Status", "v1"
+		if pb {
+			if data, err := encodeProtobuf(&st); err == nil {
+				w.Header().Set("Content-Type", contentTypeProtobufWatch)
+				w.WriteHeader(http.StatusOK)
+				newProtobufWatch(w).send("ERROR", data)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
 		data, _ := json.Marshal(&st)
 		fmt.Fprintf(w, "{\"type\":\"ERROR\",\"object\":%s}\n", data)
 		return
 	}
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	defer s.cache.Stop(cres, watcher)
@@ -262,14 +274,19 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 
-	table := asTable(r)
 	include := tableIncludeObject(r)
 	bookmarks := q.Get("allowWatchBookmarks") == "true"
-	w.Header().Set("Content-Type", "application/json")
+	if pb {
+		w.Header().Set("Content-Type", contentTypeProtobufWatch)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
 	w.Header().Set("Transfer-Encoding", "chunked")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	var buf bytes.Buffer
+	// send writes one event whose object is already encoded (JSON, or
+	// protobuf with its envelope).
 	send := func(typ cache.EventType, obj []byte) bool {
 		buf.Reset()
 		fmt.Fprintf(&buf, "{\"type\":%q,\"object\":", typ)
@@ -280,6 +297,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 		}
 		return true
 	}
+	if pb {
+		stream := newProtobufWatch(w)
+		send = func(typ cache.EventType, obj []byte) bool { return stream.send(string(typ), obj) == nil }
+	}
 	sendEvent := func(ev cache.Event) bool {
 		ev.Entry = s.view(req.res, ev.Entry)
 		if table {
@@ -288,9 +309,26 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req request) {
 			data, _ := json.Marshal(t)
 			return send(ev.Type, data)
 		}
+		if pb {
+			// One encode per change, shared by every protobuf watcher.
+			data, err := entryProtobuf(ev.Entry)
+			if err != nil {
+				slog.Warn("cannot encode watch event as protobuf", "key", ev.Entry.Key, "err", err)
+				return false
+			}
+			return send(ev.Type, data)
+		}
 		return send(ev.Type, ev.Entry.Data)
 	}
 	bookmark := func(rev int64, initialEnd bool) bool {
+		if pb {
+			data, err := bookmarkProtobuf(req.res, rev, initialEnd)
+			if err != nil {
+				slog.Warn("cannot encode bookmark as protobuf", "resource", req.res.GVR().String(), "err", err)
+				return false
+			}
+			return send(cache.Bookmark, data)
+		}
 		ann := ""
 		if initialEnd {
 			ann = `,"annotations":{"k8s.io/initial-events-end":"true"}`

@@ -37,36 +37,37 @@ func dryRun(r *http.Request) (bool, error) {
 	return len(vals) > 0, nil
 }
 
-// respond writes obj (an object of res) with its type meta.
-func respond(w http.ResponseWriter, res *registry.Resource, code int, obj runtime.Object, warnings []string) {
+// respond writes obj (an object of res) with its type meta, in the
+// encoding the client asked for.
+func respond(w http.ResponseWriter, r *http.Request, res *registry.Resource, code int, obj runtime.Object, warnings []string) {
 	setTypeMeta(res, obj)
 	addWarnings(w, warnings)
-	writeJSON(w, code, obj)
+	writeObject(w, r, res, code, obj)
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request, req request) {
 	if req.res.Namespaced && req.namespace == "" {
-		writeStatus(w, apierrors.NewMethodNotSupported(req.res.GVR().GroupResource(), "create"))
+		writeStatusFor(w, r, apierrors.NewMethodNotSupported(req.res.GVR().GroupResource(), "create"))
 		return
 	}
 	dry, err := dryRun(r)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	mode, err := parseFieldValidation(r)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	data, err := readBody(r, req.res.New)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	obj, warnings, err := decodeObject(req.res, data, mode)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	out, err := s.Create(r.Context(), req.res, req.namespace, obj, dry)
@@ -75,10 +76,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, req request) {
 		if m, merr := meta.Accessor(obj); merr == nil {
 			name = m.GetName()
 		}
-		writeError(w, err, req.res, name)
+		writeErrorFor(w, r, err, req.res, name)
 		return
 	}
-	respond(w, req.res, http.StatusCreated, out, warnings)
+	respond(w, r, req.res, http.StatusCreated, out, warnings)
 }
 
 // Create stores a new object of res in namespace ns after defaulting,
@@ -349,31 +350,31 @@ func (s *Server) prepareUpdate(res *registry.Resource, mode updateMode, obj, cur
 func (s *Server) update(w http.ResponseWriter, r *http.Request, req request) {
 	dry, err := dryRun(r)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	mode, err := parseFieldValidation(r)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	data, err := readBody(r, req.res.New)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	obj, warnings, err := decodeObject(req.res, data, mode)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	out, err := s.Update(r.Context(), req.res, req.namespace, req.name, modeFor(req.subresource), dry,
 		func(runtime.Object) (runtime.Object, error) { return obj, nil })
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
-	respond(w, req.res, http.StatusOK, out, warnings)
+	respond(w, r, req.res, http.StatusOK, out, warnings)
 }
 
 // applyPatch applies a patch of the request's content type to a JSON document.
@@ -415,17 +416,17 @@ func applyPatch(r *http.Request, original, patch []byte, schema interface{}) ([]
 func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 	dry, err := dryRun(r)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	mode, err := parseFieldValidation(r)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	patch, err := readBody(r, nil)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	var warnings []string
@@ -451,10 +452,10 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req request) {
 			return obj, err
 		})
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
-	respond(w, req.res, http.StatusOK, out, warnings)
+	respond(w, r, req.res, http.StatusOK, out, warnings)
 }
 
 // deleteOptions reads DeleteOptions from the body or the query.
@@ -502,15 +503,15 @@ func deleteOptions(r *http.Request) (metav1.DeleteOptions, error) {
 func (s *Server) delete(w http.ResponseWriter, r *http.Request, req request) {
 	opts, err := deleteOptions(r)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
 	out, err := s.Delete(r.Context(), req.res, req.namespace, req.name, opts)
 	if err != nil {
-		writeError(w, err, req.res, req.name)
+		writeErrorFor(w, r, err, req.res, req.name)
 		return
 	}
-	respond(w, req.res, http.StatusOK, out, nil)
+	respond(w, r, req.res, http.StatusOK, out, nil)
 }
 
 // Delete deletes an object, or starts its deletion: an object with finalizers,
@@ -645,22 +646,22 @@ func startDeletion(obj runtime.Object, m metav1.Object, opts metav1.DeleteOption
 func (s *Server) deleteCollection(w http.ResponseWriter, r *http.Request, req request) {
 	opts, err := deleteOptions(r)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	sel, err := s.parseSelector(r, req.res)
 	if err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	if err := s.waitForVersion(r.Context(), ""); err != nil {
-		writeError(w, err, req.res, "")
+		writeErrorFor(w, r, err, req.res, "")
 		return
 	}
 	entries, _, _ := s.cache.List(s.caches[req.res], s.prefix(req.res, req.namespace), "", 0, sel.matches)
 	for _, e := range entries {
 		if _, err := s.Delete(r.Context(), req.res, e.Namespace, e.Name, opts); err != nil && !apierrors.IsNotFound(err) {
-			writeError(w, err, req.res, e.Name)
+			writeErrorFor(w, r, err, req.res, e.Name)
 			return
 		}
 	}
