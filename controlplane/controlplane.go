@@ -211,6 +211,10 @@ func Run(ctx context.Context, cfg Config) error {
 	restCfg := &rest.Config{
 		Host: serverURL, QPS: 1000, Burst: 2000, UserAgent: "navarch-controller-manager",
 		TLSClientConfig: rest.TLSClientConfig{CAData: certs.CACertPEM, CertData: certs.AdminCertPEM, KeyData: certs.AdminKeyPEM},
+		// Protobuf is much cheaper to decode than JSON for the informers'
+		// watch events; the dynamic client (garbage collector, namespace
+		// controller) forces JSON on its own copy of this config.
+		ContentConfig: rest.ContentConfig{ContentType: "application/vnd.kubernetes.protobuf", AcceptContentTypes: "application/vnd.kubernetes.protobuf,application/json"},
 	}
 	// One informer cache for every controller, as upstream's controller
 	// manager has: each object is held once however many controllers watch it.

@@ -68,6 +68,9 @@ func runSim(args []string, stderr io.Writer) int {
 	}
 	restCfg.QPS, restCfg.Burst = float32(*qps), int(2**qps)
 	restCfg.UserAgent = "navarch-sim"
+	// Hollow nodes watch pods and nodes: protobuf is far cheaper to decode.
+	restCfg.ContentType = "application/vnd.kubernetes.protobuf"
+	restCfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return exitOnError(stderr, err)
