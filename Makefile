@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/navarch
 DATADIR ?= /var/lib/navarch
 
-.PHONY: build run test test-unit e2e bench bench-convergence clean
+.PHONY: build run deps test test-unit e2e bench bench-convergence clean
 
 ## build: compile the navarch binary into bin/
 build:
@@ -16,8 +16,16 @@ build:
 run: build
 	./$(BIN) server --data-dir $(DATADIR)
 
+## deps: the Debian packages the node tests run (real containers and pod
+## networks): runc, busybox-static, containernetworking-plugins; needs root.
+NODE_PKGS := runc busybox-static containernetworking-plugins
+deps:
+	@if ! command -v runc >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/lib/cni/bridge ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PKGS); \
+	fi
+
 ## test: every test: unit, API server integration, and end-to-end with real kubectl
-test:
+test: deps
 	$(GO) test -count=1 -timeout 30m ./...
 
 ## test-unit: the tests that need no built binary
