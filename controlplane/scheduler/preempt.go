@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/navarch/navarch/controlplane/events"
 	"github.com/navarch/navarch/controlplane/scheduler/framework"
 	"github.com/navarch/navarch/controlplane/scheduler/preemption"
 )
@@ -161,20 +162,10 @@ func (s *Scheduler) evict(ctx context.Context, preemptor, victim *corev1.Pod, no
 		}
 		return
 	}
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", victim.Name, now.UnixNano()), Namespace: victim.Namespace},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: victim.Namespace, Name: victim.Name, UID: victim.UID,
-			APIVersion: "v1", ResourceVersion: victim.ResourceVersion},
-		Related: &corev1.ObjectReference{Kind: "Pod", Namespace: preemptor.Namespace, Name: preemptor.Name, UID: preemptor.UID, APIVersion: "v1"},
-		Reason:  "Preempted", Action: "Preempting", Type: corev1.EventTypeNormal,
-		Message:        fmt.Sprintf("Preempted by pod %s on node %s", preemptor.UID, node),
-		Source:         corev1.EventSource{Component: Name},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		ReportingController: Name, ReportingInstance: Name,
-	}
-	if _, err := s.client.CoreV1().Events(victim.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		slog.Debug("cannot record Preempted", "pod", podKey(victim), "err", err)
-	}
+	related := events.Ref("v1", "Pod", preemptor)
+	events.NewRecorder(s.client, Name).Emit(ctx, &corev1.Event{InvolvedObject: events.Ref("v1", "Pod", victim), Related: &related,
+		Reason: "Preempted", Action: "Preempting", Type: corev1.EventTypeNormal,
+		Message: fmt.Sprintf("Preempted by pod %s on node %s", preemptor.UID, node)})
 }
 
 // setNominatedNode writes status.nominatedNodeName ("" clears it).

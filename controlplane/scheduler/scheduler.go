@@ -12,7 +12,6 @@ package scheduler
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/navarch/navarch/controlplane/events"
 	"github.com/navarch/navarch/controlplane/leaderlock"
 	"github.com/navarch/navarch/controlplane/scheduler/framework"
 )
@@ -329,16 +329,5 @@ func (s *Scheduler) reportUnschedulable(ctx context.Context, pod *corev1.Pod, re
 			slog.Debug("cannot record PodScheduled=False", "pod", podKey(pod), "err", err)
 		}
 	}
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", pod.Name, now.UnixNano()), Namespace: pod.Namespace},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
-			APIVersion: "v1", ResourceVersion: pod.ResourceVersion},
-		Reason: "FailedScheduling", Message: reason, Type: corev1.EventTypeWarning,
-		Source:         corev1.EventSource{Component: Name},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		ReportingController: Name, ReportingInstance: Name,
-	}
-	if _, err := s.client.CoreV1().Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		slog.Debug("cannot record FailedScheduling", "pod", podKey(pod), "err", err)
-	}
+	events.NewRecorder(s.client, Name).Event(ctx, events.Ref("v1", "Pod", pod), corev1.EventTypeWarning, "FailedScheduling", reason)
 }

@@ -35,6 +35,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/navarch/navarch/controlplane/controllers/workloop"
+	"github.com/navarch/navarch/controlplane/events"
 )
 
 // Labels the controller puts on its pods and revisions.
@@ -500,19 +501,5 @@ func (c *Controller) updateStatus(ctx context.Context, ds *appsv1.DaemonSet, nod
 // for the pods it creates and deletes (`kubectl describe ds`). It is best
 // effort: a lost event must not fail the sync.
 func (c *Controller) event(ctx context.Context, ds *appsv1.DaemonSet, typ, reason, msg string) {
-	// Named as client-go's recorder names events: object name and a
-	// nanosecond clock, unique enough for the parallel creates of one sync.
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ds.Name, now.UnixNano()), Namespace: ds.Namespace},
-		InvolvedObject: corev1.ObjectReference{Kind: "DaemonSet", APIVersion: "apps/v1", Namespace: ds.Namespace, Name: ds.Name,
-			UID: ds.UID, ResourceVersion: ds.ResourceVersion},
-		Reason: reason, Message: msg, Type: typ,
-		Source:         corev1.EventSource{Component: "daemonset-controller"},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		ReportingController: "daemonset-controller", ReportingInstance: "daemonset-controller",
-	}
-	if _, err := c.client.CoreV1().Events(ds.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		slog.Debug("cannot record daemonset event", "daemonset", ds.Namespace+"/"+ds.Name, "reason", reason, "err", err)
-	}
+	events.NewRecorder(c.client, "daemonset-controller").Event(ctx, events.Ref("apps/v1", "DaemonSet", ds), typ, reason, msg)
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/navarch/navarch/controlplane/controllers/workloop"
+	"github.com/navarch/navarch/controlplane/events"
 )
 
 // Defaults of --cluster-cidr and --node-cidr-mask-size.
@@ -168,16 +169,5 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 
 // event records an event on a node.
 func (c *Controller) event(ctx context.Context, n *corev1.Node, reason, msg string) {
-	now := metav1.Now()
-	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", n.Name, now.UnixNano()), Namespace: metav1.NamespaceDefault},
-		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: n.Name, UID: n.UID, APIVersion: "v1"},
-		Reason:         reason, Message: msg, Type: corev1.EventTypeNormal,
-		Source:         corev1.EventSource{Component: "cidrAllocator"},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		ReportingController: "node-ipam-controller", ReportingInstance: "node-ipam-controller",
-	}
-	if _, err := c.client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		slog.Debug("cannot record node event", "node", n.Name, "reason", reason, "err", err)
-	}
+	events.NewRecorder(c.client, "cidrAllocator").Event(ctx, events.Ref("v1", "Node", n), corev1.EventTypeNormal, reason, msg)
 }

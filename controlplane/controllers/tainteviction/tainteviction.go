@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/navarch/navarch/controlplane/controllers/workloop"
+	"github.com/navarch/navarch/controlplane/events"
 )
 
 // Name is the component named in events, as upstream's.
@@ -295,17 +296,5 @@ func (c *Controller) evict(ctx context.Context, pod *corev1.Pod) error {
 
 // event records a TaintManagerEviction event on the pod.
 func (c *Controller) event(ctx context.Context, pod *corev1.Pod, msg string) {
-	now := metav1.NewTime(c.clock.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", pod.Name, now.UnixNano()), Namespace: pod.Namespace},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
-			APIVersion: "v1", ResourceVersion: pod.ResourceVersion},
-		Reason: "TaintManagerEviction", Message: msg, Type: corev1.EventTypeNormal,
-		Source:         corev1.EventSource{Component: Name},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		ReportingController: Name, ReportingInstance: Name,
-	}
-	if _, err := c.client.CoreV1().Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		slog.Debug("cannot record TaintManagerEviction", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-	}
+	events.NewRecorder(c.client, Name).Event(ctx, events.Ref("v1", "Pod", pod), corev1.EventTypeNormal, "TaintManagerEviction", msg)
 }
