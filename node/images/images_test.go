@@ -782,4 +782,3 @@ func TestOpenCleansDeadWork(t *testing.T) {
 		t.Error("a live process's work was removed")
 	}
 }
-
