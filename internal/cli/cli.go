@@ -23,6 +23,7 @@ Usage:
   navarch server [flags]     run the control plane (API server over etcd, controllers)
   navarch kubectl [args]     run the bundled kubectl against this cluster
   navarch sim [flags]        run hollow nodes against an API server (for rehearsals and tests)
+  navarch image CMD          import, list and remove the node's images (import FILE.tar, ls, rm REF)
   navarch version            print the version
 
 Run 'navarch server --help' for the server's flags.
@@ -41,6 +42,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return RunKubectl(args[1:])
 	case "sim":
 		return runSim(args[1:], stderr)
+	case "image":
+		return runImage(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "navarch %s (Kubernetes %s)\n", Version, KubeVersion)
 		return 0
