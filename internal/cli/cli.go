@@ -31,6 +31,9 @@ Run 'navarch server --help' for the server's flags.
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	if code, ran := maybeRunCNI(args); ran {
+		return code
+	}
 	if len(args) < 1 {
 		fmt.Fprint(stderr, usage)
 		return 2

@@ -1,0 +1,205 @@
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// newTestNetwork writes conflist into a config dir of its own and returns a
+// Network over it whose built-in plugin is this test binary.
+func newTestNetwork(t testing.TB, conflist any) *Network {
+	t.Helper()
+	dir := t.TempDir()
+	confDir := filepath.Join(dir, "net.d")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(conflist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(confDir, "10-test.conflist"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{ConfDir: confDir, PluginDir: filepath.Join(dir, "bin"), CacheDir: filepath.Join(dir, "cache")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func builtinConflist(n *testNet) map[string]any {
+	plugin := map[string]any{}
+	for k, v := range n.conf {
+		if k != "cniVersion" && k != "name" {
+			plugin[k] = v
+		}
+	}
+	return map[string]any{"cniVersion": "1.0.0", "name": n.name, "plugins": []any{plugin}}
+}
+
+// setupTwoPods runs Setup for two pods, checks they got distinct addresses
+// and talk to each other with their own source addresses, tears them down
+// (twice: the second must succeed too) and returns the addresses.
+func setupTwoPods(t *testing.T, nw *Network) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	nsA, nsB := newNetns(t), newNetns(t)
+	ipA, err := nw.Setup(ctx, "sandbox-a", nsA, "default", "pod-a")
+	if err != nil {
+		t.Fatalf("Setup pod-a: %v", err)
+	}
+	ipB, err := nw.Setup(ctx, "sandbox-b", nsB, "default", "pod-b")
+	if err != nil {
+		t.Fatalf("Setup pod-b: %v", err)
+	}
+	if ipA == ipB {
+		t.Fatalf("both pods got %s", ipA)
+	}
+	if seen := peerSeen(t, nsA, ipA, nsB); seen != ipB {
+		t.Fatalf("pod-a saw pod-b from %q, want %s", seen, ipB)
+	}
+	ping(t, nsB, ipA)
+	if err := nw.Check(ctx, "sandbox-a", nsA, "default", "pod-a"); err != nil {
+		t.Fatalf("Check pod-a: %v", err)
+	}
+	for _, p := range []struct{ id, ns, name string }{{"sandbox-a", nsA, "pod-a"}, {"sandbox-b", nsB, "pod-b"}} {
+		if err := nw.Teardown(ctx, p.id, p.ns, "default", p.name); err != nil {
+			t.Fatalf("Teardown %s: %v", p.name, err)
+		}
+		if err := nw.Teardown(ctx, p.id, p.ns, "default", p.name); err != nil {
+			t.Fatalf("second Teardown %s: %v", p.name, err)
+		}
+	}
+	return ipA, ipB
+}
+
+func TestNetworkBuiltinPlugin(t *testing.T) {
+	requireRoot(t)
+	n := newTestNet(t, 24)
+	nw := newTestNetwork(t, builtinConflist(n))
+	if target, err := os.Readlink(filepath.Join(nw.cfg.PluginDir, PluginName)); err != nil || target != nw.cfg.Executable {
+		t.Fatalf("plugin link -> %q, %v; want %s", target, err, nw.cfg.Executable)
+	}
+	if err := nw.Status(context.Background()); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	setupTwoPods(t, nw)
+	assertNoLeaks(t, n)
+}
+
+// The same Setup/Teardown with Debian's containernetworking-plugins bridge
+// and host-local, as a user swapping in third-party plugins has it.
+func TestNetworkDebianBridgePlugin(t *testing.T) {
+	requireRoot(t)
+	for _, p := range []string{"bridge", "host-local"} {
+		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
+			t.Skipf("Debian's containernetworking-plugins not installed (/usr/lib/cni/%s)", p)
+		}
+	}
+	forwardBefore, _ := os.ReadFile(ipForwardPath)
+	id := randHex(3)
+	bridge := "nvdbr" + id
+	subnet := freeSubnet(t, 24)
+	ipamDir := t.TempDir()
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(bridge); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	})
+	nw := newTestNetwork(t, map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "nvdeb-" + id,
+		"plugins": []any{map[string]any{
+			"type":        "bridge",
+			"bridge":      bridge,
+			"isGateway":   false,
+			"ipMasq":      false,
+			"hairpinMode": true,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]any{{{"subnet": subnet.String()}}},
+				"dataDir": ipamDir,
+			},
+		}},
+	})
+	ipA, ipB := setupTwoPods(t, nw)
+	for _, ip := range []string{ipA, ipB} {
+		if !subnet.Contains(net.ParseIP(ip)) {
+			t.Errorf("pod IP %s outside %s", ip, subnet)
+		}
+	}
+	if ports := bridgePorts(t, bridge); len(ports) != 0 {
+		t.Errorf("veths left on %s: %v", bridge, ports)
+	}
+	if files := ipFiles(t, filepath.Join(ipamDir, "nvdeb-"+id)); len(files) != 0 {
+		t.Errorf("host-local allocations left: %v", files)
+	}
+	if after, _ := os.ReadFile(ipForwardPath); string(after) != string(forwardBefore) {
+		t.Errorf("ip_forward changed from %q to %q", forwardBefore, after)
+	}
+}
+
+// BenchmarkAddDel measures a pod's ADD then DEL through libcni, each a
+// plugin process as a runtime runs it: the built-in plugin, then Debian's
+// bridge + host-local for reference.
+func BenchmarkAddDel(b *testing.B) {
+	requireRoot(b)
+	b.Run("navarch-bridge", func(b *testing.B) {
+		n := newTestNet(b, 24)
+		benchAddDel(b, newTestNetwork(b, builtinConflist(n)))
+	})
+	b.Run("navarch-bridge-in-process", func(b *testing.B) {
+		n := newTestNet(b, 24)
+		ns := newNetns(b)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, _, err := add(n.args(b, "bench", ns)); err != nil {
+				b.Fatal(err)
+			}
+			if err := del(n.args(b, "bench", ns)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("debian-bridge", func(b *testing.B) {
+		if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
+			b.Skip("Debian's containernetworking-plugins not installed")
+		}
+		id := randHex(3)
+		bridge := "nvdbr" + id
+		b.Cleanup(func() {
+			if l, err := netlink.LinkByName(bridge); err == nil {
+				_ = netlink.LinkDel(l)
+			}
+		})
+		benchAddDel(b, newTestNetwork(b, map[string]any{
+			"cniVersion": "1.0.0",
+			"name":       "nvdeb-" + id,
+			"plugins": []any{map[string]any{
+				"type": "bridge", "bridge": bridge, "isGateway": false, "ipMasq": false,
+				"ipam": map[string]any{"type": "host-local", "ranges": [][]map[string]any{{{"subnet": freeSubnet(b, 24).String()}}}, "dataDir": b.TempDir()},
+			}},
+		}))
+	})
+}
+
+func benchAddDel(b *testing.B, nw *Network) {
+	ctx := context.Background()
+	ns := newNetns(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := nw.Setup(ctx, "bench", ns, "default", "bench"); err != nil {
+			b.Fatal(err)
+		}
+		if err := nw.Teardown(ctx, "bench", ns, "default", "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
