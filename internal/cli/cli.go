@@ -47,6 +47,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runSim(args[1:], stderr)
 	case "image":
 		return runImage(args[1:], stdout, stderr)
+	case "runtime-shim": // hidden: started by the built-in container runtime
+		return runRuntimeShim(args[1:])
 	case "version", "--version":
 		fmt.Fprintf(stdout, "navarch %s (Kubernetes %s)\n", Version, KubeVersion)
 		return 0

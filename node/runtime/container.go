@@ -1,0 +1,527 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// container is the runtime's record of one container (container.json). Its
+// state is not stored: it is derived from the record, exit.json and whether
+// the shim still runs, so that no restart can leave it stale.
+type container struct {
+	ID        string `json:"id"`
+	SandboxID string `json:"sandboxId"`
+	Config    []byte `json:"config"` // runtimeapi.ContainerConfig, protobuf
+	ImageID   string `json:"imageId"`
+	LogPath   string `json:"logPath,omitempty"`
+	Cgroup    string `json:"cgroup"`
+	CreatedAt int64  `json:"createdAt"`
+	StartedAt int64  `json:"startedAt,omitempty"`
+	ShimPID   int    `json:"shimPid"`
+	// Resources are the current limits after UpdateContainerResources.
+	Resources []byte `json:"resources,omitempty"`
+}
+
+func (c *container) config() *runtimeapi.ContainerConfig {
+	cfg := &runtimeapi.ContainerConfig{}
+	_ = proto.Unmarshal(c.Config, cfg)
+	return cfg
+}
+
+func (s *Server) saveContainer(c *container) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return writeJSON(filepath.Join(s.containerDir(c.ID), "container.json"), c)
+}
+
+func (s *Server) getContainer(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.containers[id]
+	if c == nil {
+		return nil, notFound("container", id)
+	}
+	return c, nil
+}
+
+// state derives the container's state and, once exited, its exit record.
+func (s *Server) state(c *container) (runtimeapi.ContainerState, *exitRecord) {
+	rec := &exitRecord{}
+	if err := readJSON(filepath.Join(s.containerDir(c.ID), "exit.json"), rec); err == nil {
+		return runtimeapi.ContainerState_CONTAINER_EXITED, rec
+	}
+	if c.ShimPID == 0 {
+		return runtimeapi.ContainerState_CONTAINER_UNKNOWN, nil
+	}
+	if !processAlive(c.ShimPID, c.ID) {
+		// The shim writes exit.json before it exits; it may have just done so.
+		if err := readJSON(filepath.Join(s.containerDir(c.ID), "exit.json"), rec); err == nil {
+			return runtimeapi.ContainerState_CONTAINER_EXITED, rec
+		}
+		return runtimeapi.ContainerState_CONTAINER_EXITED, &exitRecord{ExitCode: 255, Message: "the runtime shim ended without an exit status"}
+	}
+	if c.StartedAt != 0 {
+		return runtimeapi.ContainerState_CONTAINER_RUNNING, nil
+	}
+	return runtimeapi.ContainerState_CONTAINER_CREATED, nil
+}
+
+// CreateContainer prepares the rootfs and bundle and has a shim run
+// `runc create`, so the container's process exists, stopped before exec.
+func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	cfg := req.GetConfig()
+	s.mu.Lock()
+	sb := s.sandboxes[req.GetPodSandboxId()]
+	s.mu.Unlock()
+	if sb == nil {
+		return nil, notFound("sandbox", req.GetPodSandboxId())
+	}
+	if !sb.Ready {
+		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is not ready", sb.ID)
+	}
+	if cfg.GetMetadata() == nil || cfg.GetImage().GetImage() == "" {
+		return nil, status.Error(codes.InvalidArgument, "container config needs metadata and an image")
+	}
+	id := newID()
+	c, err := s.createContainer(id, cfg, sb, req.GetSandboxConfig())
+	if err != nil {
+		s.cleanupContainer(id)
+		return nil, fmt.Errorf("container %s in sandbox %s: %w", cfg.GetMetadata().GetName(), sb.ID, err)
+	}
+	s.mu.Lock()
+	s.containers[id] = c
+	s.mu.Unlock()
+	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
+}
+
+func (s *Server) createContainer(id string, cfg *runtimeapi.ContainerConfig, sb *sandbox, sbCfg *runtimeapi.PodSandboxConfig) (*container, error) {
+	if s.cfg.Images == nil {
+		return nil, errors.New("no image store")
+	}
+	imageID, layers, img, err := s.cfg.Images.Resolve(cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", cfg.GetImage().GetImage(), err)
+	}
+	dir := s.containerDir(id)
+	rootfs := filepath.Join(dir, "bundle", "rootfs")
+	for _, d := range []string{rootfs, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "empty")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// overlayfs wants the topmost lowerdir first; an image without layers
+	// still needs one lowerdir.
+	lower := make([]string, 0, len(layers)+1)
+	for i := len(layers) - 1; i >= 0; i-- {
+		lower = append(lower, layers[i])
+	}
+	if len(lower) == 0 {
+		lower = append(lower, filepath.Join(dir, "empty"))
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
+		return nil, fmt.Errorf("mount rootfs: %w", err)
+	}
+	spec, err := s.buildSpec(id, cfg, sb, img, layers)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bundle", "config.json"), b, 0o600); err != nil {
+		return nil, err
+	}
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &container{ID: id, SandboxID: sb.ID, Config: raw, ImageID: imageID, Cgroup: spec.Linux.CgroupsPath, CreatedAt: time.Now().UnixNano()}
+	if cfg.GetLogPath() != "" {
+		c.LogPath = filepath.Join(sb.config().GetLogDirectory(), cfg.GetLogPath())
+		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.saveContainer(c); err != nil {
+		return nil, err
+	}
+	pid, err := s.startShim(c)
+	if err != nil {
+		return nil, err
+	}
+	c.ShimPID = pid
+	return c, s.saveContainer(c)
+}
+
+// startShim starts the container's shim and waits for its word on runc create.
+func (s *Server) startShim(c *container) (int, error) {
+	dir := s.containerDir(c.ID)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	shimLog, err := os.OpenFile(filepath.Join(dir, "shim.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		w.Close()
+		return 0, err
+	}
+	defer shimLog.Close()
+	cmd := exec.Command(s.cfg.ShimBinary, "runtime-shim", "container",
+		"--runc", s.cfg.Runc, "--root", s.runcRoot(), "--dir", dir, "--id", c.ID,
+		"--log", c.LogPath, "--cgroup", c.Cgroup)
+	cmd.Stdout, cmd.Stderr = shimLog, shimLog
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Dir = dir
+	// Its own session: signals to the runtime's process group (a ^C, a
+	// service manager stopping the agent) do not reach the shim.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return 0, fmt.Errorf("start shim: %w", err)
+	}
+	go func() { _ = cmd.Wait() }()
+	msg, _ := io.ReadAll(r)
+	if string(msg) != "ok" {
+		if len(msg) == 0 {
+			b, _ := os.ReadFile(filepath.Join(dir, "shim.log"))
+			msg = bytes.TrimSpace(b)
+		}
+		return 0, errors.New(string(msg))
+	}
+	return cmd.Process.Pid, nil
+}
+
+// cleanupContainer removes what a failed or removed container left.
+func (s *Server) cleanupContainer(id string) {
+	dir := s.containerDir(id)
+	_ = s.runc(context.Background(), nil, "delete", "--force", id)
+	_ = unix.Unmount(filepath.Join(dir, "bundle", "rootfs"), unix.MNT_DETACH)
+	_ = os.RemoveAll(dir)
+}
+
+// StartContainer runs the created container's process.
+func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := s.state(c); st != runtimeapi.ContainerState_CONTAINER_CREATED {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s is %s, not created", c.ID, st)
+	}
+	started := time.Now().UnixNano()
+	if err := s.runc(ctx, nil, "start", c.ID); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	s.mu.Lock()
+	c.StartedAt = started
+	s.mu.Unlock()
+	if err := s.saveContainer(c); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// runc runs one runc command against the runtime's state root.
+func (s *Server) runc(ctx context.Context, stdin io.Reader, args ...string) error {
+	cmd := exec.CommandContext(ctx, s.cfg.Runc, append([]string{"--root", s.runcRoot()}, args...)...)
+	cmd.Stdin = stdin
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runc %s: %w: %s", args[0], err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// StopContainer sends SIGTERM, then SIGKILL after the timeout (seconds).
+func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stopContainer(c, time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+func (s *Server) stopContainer(c *container, grace time.Duration) error {
+	st, _ := s.state(c)
+	if st == runtimeapi.ContainerState_CONTAINER_EXITED || st == runtimeapi.ContainerState_CONTAINER_UNKNOWN {
+		return nil
+	}
+	if st == runtimeapi.ContainerState_CONTAINER_RUNNING && grace > 0 {
+		// An error here means the process is already gone; the wait tells.
+		_ = s.runc(context.Background(), nil, "kill", c.ID, "TERM")
+		if s.waitExit(c, grace) {
+			return nil
+		}
+	}
+	_ = s.runc(context.Background(), nil, "kill", c.ID, "KILL")
+	if !s.waitExit(c, 10*time.Second) {
+		return fmt.Errorf("container %s: still running 10s after SIGKILL", c.ID)
+	}
+	return nil
+}
+
+// waitExit polls for the container's exit for up to d. Polling the state
+// files, rather than waiting on the shim, works the same for shims started
+// by an earlier runtime process.
+func (s *Server) waitExit(c *container, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if st, _ := s.state(c); st == runtimeapi.ContainerState_CONTAINER_EXITED {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// RemoveContainer kills the container if it runs and removes all its files.
+func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		if status.Code(err) == codes.NotFound {
+			return &runtimeapi.RemoveContainerResponse{}, nil
+		}
+		return nil, err
+	}
+	if err := s.removeContainer(c); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *Server) removeContainer(c *container) error {
+	if err := s.stopContainer(c, 0); err != nil {
+		return err
+	}
+	// The shim deletes the runc container before it writes exit.json; wait
+	// for it to finish so nothing of it outlives the record.
+	for i := 0; i < 250 && processAlive(c.ShimPID, c.ID); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.cleanupContainer(c.ID)
+	s.mu.Lock()
+	delete(s.containers, c.ID)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) criStatus(c *container) *runtimeapi.ContainerStatus {
+	cfg := c.config()
+	st, rec := s.state(c)
+	out := &runtimeapi.ContainerStatus{
+		Id: c.ID, Metadata: cfg.GetMetadata(), State: st,
+		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt,
+		Image: cfg.GetImage(), ImageRef: c.ImageID, ImageId: c.ImageID,
+		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
+		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
+	}
+	if res := c.resources(); res != nil {
+		out.Resources = &runtimeapi.ContainerResources{Linux: res}
+	}
+	if rec != nil {
+		out.ExitCode, out.FinishedAt, out.Message = rec.ExitCode, rec.FinishedAt, rec.Message
+		switch {
+		case rec.OOMKilled:
+			out.Reason = "OOMKilled"
+		case rec.ExitCode == 0:
+			out.Reason = "Completed"
+		default:
+			out.Reason = "Error"
+		}
+	}
+	return out
+}
+
+func (c *container) resources() *runtimeapi.LinuxContainerResources {
+	if c.Resources != nil {
+		r := &runtimeapi.LinuxContainerResources{}
+		if proto.Unmarshal(c.Resources, r) == nil {
+			return r
+		}
+	}
+	return c.config().GetLinux().GetResources()
+}
+
+// ContainerStatus reports one container.
+func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ContainerStatusResponse{Status: s.criStatus(c)}, nil
+}
+
+// ListContainers lists containers matching the filter.
+func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f := req.GetFilter()
+	s.mu.Lock()
+	all := make([]*container, 0, len(s.containers))
+	for _, c := range s.containers {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	var out []*runtimeapi.Container
+	for _, c := range all {
+		if f.GetId() != "" && f.GetId() != c.ID || f.GetPodSandboxId() != "" && f.GetPodSandboxId() != c.SandboxID {
+			continue
+		}
+		st := s.criStatus(c)
+		if f.GetState() != nil && f.GetState().GetState() != st.State {
+			continue
+		}
+		if !matchLabels(f.GetLabelSelector(), st.Labels) {
+			continue
+		}
+		out = append(out, &runtimeapi.Container{
+			Id: c.ID, PodSandboxId: c.SandboxID, Metadata: st.Metadata, Image: st.Image,
+			ImageRef: st.ImageRef, ImageId: st.ImageId, State: st.State, CreatedAt: c.CreatedAt,
+			Labels: st.Labels, Annotations: st.Annotations,
+		})
+	}
+	return &runtimeapi.ListContainersResponse{Containers: out}, nil
+}
+
+// UpdateContainerResources changes a running container's cgroup limits.
+func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	r := req.GetLinux()
+	if r == nil {
+		return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+	}
+	if st, _ := s.state(c); st == runtimeapi.ContainerState_CONTAINER_RUNNING || st == runtimeapi.ContainerState_CONTAINER_CREATED {
+		b, err := json.Marshal(linuxResources(r))
+		if err != nil {
+			return nil, err
+		}
+		if err := s.runc(ctx, bytes.NewReader(b), "update", "--resources", "-", c.ID); err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.ID, err)
+		}
+	}
+	raw, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	c.Resources = raw
+	s.mu.Unlock()
+	if err := s.saveContainer(c); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+// ReopenContainerLog has the shim start a new log file at the same path,
+// after the kubelet has rotated the old one away.
+func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := s.state(c); st != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s is not running", c.ID)
+	}
+	if err := unix.Kill(c.ShimPID, unix.SIGUSR1); err != nil {
+		return nil, fmt.Errorf("container %s: signal shim: %w", c.ID, err)
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(c.LogPath); err == nil {
+			return &runtimeapi.ReopenContainerLogResponse{}, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("container %s: log %s not reopened", c.ID, c.LogPath)
+}
+
+// ExecSync runs a command in the container with `runc exec` and returns its
+// output and exit code; on timeout the command is killed.
+func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := s.state(c); st != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s is not running", c.ID)
+	}
+	if len(req.GetCmd()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "exec needs a command")
+	}
+	pidFile := filepath.Join(s.containerDir(c.ID), "exec-"+newID()[:12]+".pid")
+	defer os.Remove(pidFile)
+	args := append([]string{"--root", s.runcRoot(), "exec", "--pid-file", pidFile, c.ID}, req.GetCmd()...)
+	cmd := exec.Command(s.cfg.Runc, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("container %s: exec: %w", c.ID, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var timeout <-chan time.Time
+	if req.GetTimeout() > 0 {
+		t := time.NewTimer(time.Duration(req.GetTimeout()) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case err = <-done:
+	case <-timeout:
+		killExec(pidFile)
+		<-done
+		return nil, status.Errorf(codes.DeadlineExceeded, "command %q in container %s timed out after %ds", req.GetCmd(), c.ID, req.GetTimeout())
+	case <-ctx.Done():
+		killExec(pidFile)
+		<-done
+		return nil, ctx.Err()
+	}
+	resp := &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		resp.ExitCode = int32(ee.ExitCode())
+	default:
+		return nil, fmt.Errorf("container %s: exec: %w", c.ID, err)
+	}
+	return resp, nil
+}
+
+// killExec kills the process runc exec started inside the container; killing
+// runc exec alone would leave it running.
+func killExec(pidFile string) {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+}

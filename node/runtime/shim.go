@@ -1,0 +1,293 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The shim is a small process per container, a re-exec of the navarch binary
+// (`navarch runtime-shim container ...`), started in its own session so it
+// outlives the runtime. It is what lets a runtime restart lose nothing:
+//   - it holds the read ends of the container's stdout and stderr pipes and
+//     writes each line to the CRI log file, so logs keep flowing while the
+//     runtime is down (runc's detached mode alone would leave the pipes to a
+//     process that may die, or need raw files without the CRI format);
+//   - it is the child subreaper of the container's init, so it alone can
+//     wait4 it and learn the real exit status, which it writes with the OOM
+//     verdict to exit.json before deleting the runc container.
+// The runtime talks to it only through files and signals (SIGUSR1: reopen
+// the log), never a connection, so either side may restart.
+
+// exitRecord is what the shim writes to exit.json when the container ends.
+type exitRecord struct {
+	ExitCode   int32  `json:"exitCode"`
+	FinishedAt int64  `json:"finishedAt"`
+	OOMKilled  bool   `json:"oomKilled,omitempty"`
+	Message    string `json:"message,omitempty"`
+}
+
+// ShimMain runs the hidden `runtime-shim` subcommand and returns its exit code.
+func ShimMain(args []string) int {
+	if len(args) < 1 {
+		fmt.Fprintln(os.Stderr, "runtime-shim: want container or pause")
+		return 2
+	}
+	switch args[0] {
+	case "pause":
+		return pauseMain()
+	case "container":
+		if err := shimContainer(args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "runtime-shim: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "runtime-shim: unknown mode %q\n", args[0])
+	return 2
+}
+
+// pauseMain is init of a shared PID namespace: it reaps orphans until killed.
+func pauseMain() int {
+	signal.Ignore(unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(-1, &ws, 0, nil); err == unix.ECHILD {
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+func shimContainer(args []string) error {
+	fs := flag.NewFlagSet("runtime-shim container", flag.ContinueOnError)
+	runc := fs.String("runc", "runc", "runc binary")
+	root := fs.String("root", "", "runc state root")
+	dir := fs.String("dir", "", "container directory")
+	id := fs.String("id", "", "container id")
+	logPath := fs.String("log", "", "CRI log file")
+	cgroup := fs.String("cgroup", "", "container cgroup path (v1)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// fd 3 tells the runtime whether runc create worked; it is closed once
+	// the answer is written, so the runtime reads it to EOF.
+	ready := os.NewFile(3, "ready")
+	signal.Ignore(unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGPIPE)
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintf(ready, "subreaper: %v", err)
+		return err
+	}
+	lw, err := newLogWriter(*logPath)
+	if err != nil {
+		fmt.Fprintf(ready, "log %s: %v", *logPath, err)
+		return err
+	}
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, unix.SIGUSR1)
+	go func() {
+		for range reopen {
+			lw.reopen()
+		}
+	}()
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	pidFile := filepath.Join(*dir, "init.pid")
+	runcLog := filepath.Join(*dir, "runc.log")
+	cmd := exec.Command(*runc, "--root", *root, "--log", runcLog, "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile, *id)
+	cmd.Stdout, cmd.Stderr = outW, errW
+	if err := cmd.Run(); err != nil {
+		msg := fmt.Sprintf("runc create: %v: %s", err, lastRuncError(runcLog))
+		fmt.Fprint(ready, msg)
+		return errors.New(msg)
+	}
+	outW.Close()
+	errW.Close()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		fmt.Fprintf(ready, "pid file: %v", err)
+		return err
+	}
+	initPID, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		fmt.Fprintf(ready, "pid file: %v", err)
+		return err
+	}
+	var copiers sync.WaitGroup
+	copiers.Add(2)
+	go func() { defer copiers.Done(); lw.copy("stdout", outR) }()
+	go func() { defer copiers.Done(); lw.copy("stderr", errR) }()
+	fmt.Fprint(ready, "ok")
+	ready.Close()
+
+	var code int32
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait: %w", err)
+		}
+		if pid != initPID {
+			continue
+		}
+		switch {
+		case ws.Exited():
+			code = int32(ws.ExitStatus())
+		case ws.Signaled():
+			code = 128 + int32(ws.Signal())
+		}
+		break
+	}
+	rec := exitRecord{ExitCode: code, FinishedAt: time.Now().UnixNano()}
+	// The pipes end when the last process holding them does; a daemonised
+	// grandchild in a shared PID namespace may hold them forever, so the
+	// wait is bounded.
+	done := make(chan struct{})
+	go func() { copiers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	rec.OOMKilled = oomKilled(*cgroup)
+	del := exec.Command(*runc, "--root", *root, "delete", "--force", *id)
+	if out, err := del.CombinedOutput(); err != nil {
+		rec.Message = fmt.Sprintf("runc delete: %v: %s", err, bytes.TrimSpace(out))
+	}
+	lw.close()
+	return writeJSON(filepath.Join(*dir, "exit.json"), &rec)
+}
+
+// oomKilled reads the memory cgroup's OOM kill counter (cgroup v1), which
+// the kernel raises when it kills a process of the cgroup for its limit.
+func oomKilled(cgroup string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.oom_control"))
+	if err != nil {
+		b, err = os.ReadFile(filepath.Join("/sys/fs/cgroup", cgroup, "memory.events"))
+		if err != nil {
+			return false
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// lastRuncError returns the last message of runc's JSON log.
+func lastRuncError(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if j := strings.Index(lines[i], `"msg":`); j >= 0 {
+			return strings.TrimSuffix(lines[i][j+6:], "}")
+		}
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// logWriter writes the CRI log format: "<RFC3339Nano> <stream> <P|F> <text>".
+type logWriter struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File // nil when the container has no log path
+}
+
+func newLogWriter(path string) (*logWriter, error) {
+	lw := &logWriter{path: path}
+	if path == "" {
+		return lw, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	lw.f = f
+	return lw, nil
+}
+
+// reopen starts a new file at the same path, after the kubelet rotated the old.
+func (lw *logWriter) reopen() {
+	if lw.path == "" {
+		return
+	}
+	f, err := os.OpenFile(lw.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "runtime-shim: reopen %s: %v\n", lw.path, err)
+		return
+	}
+	lw.mu.Lock()
+	old := lw.f
+	lw.f = f
+	lw.mu.Unlock()
+	old.Close()
+}
+
+func (lw *logWriter) close() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.f != nil {
+		lw.f.Close()
+	}
+}
+
+// maxLogLine is where a longer line is split into partial (P) entries.
+const maxLogLine = 16 * 1024
+
+const criTimestamp = "2006-01-02T15:04:05.000000000Z07:00"
+
+func (lw *logWriter) copy(stream string, r io.Reader) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	var buf []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		tag := "F"
+		switch {
+		case err == bufio.ErrBufferFull:
+			tag = "P"
+		case err == nil:
+			line = line[:len(line)-1]
+		case len(line) == 0:
+			return
+		}
+		buf = append(buf[:0], time.Now().UTC().Format(criTimestamp)...)
+		buf = append(buf, ' ')
+		buf = append(buf, stream...)
+		buf = append(buf, ' ')
+		buf = append(buf, tag...)
+		buf = append(buf, ' ')
+		buf = append(buf, line...)
+		buf = append(buf, '\n')
+		lw.mu.Lock()
+		if lw.f != nil {
+			_, _ = lw.f.Write(buf)
+		}
+		lw.mu.Unlock()
+		if err != nil && err != bufio.ErrBufferFull {
+			return
+		}
+	}
+}

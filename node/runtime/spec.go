@@ -1,0 +1,389 @@
+package runtime
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// defaultCapabilities is the set containerd gives an unprivileged container.
+var defaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// allCapabilities is every capability runc 1.1 knows, for privileged
+// containers and "ALL".
+var allCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+	"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+}
+
+var defaultMaskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+	"/sys/firmware", "/sys/devices/virtual/powercap",
+}
+
+var defaultReadonlyPaths = []string{
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+}
+
+// processArgs applies Kubernetes' rule: command replaces the image's
+// entrypoint, args replace its cmd, and a command without args drops the
+// image's cmd.
+func processArgs(cfg *runtimeapi.ContainerConfig, img v1.Config) []string {
+	entrypoint, cmd := img.Entrypoint, img.Cmd
+	if len(cfg.GetCommand()) > 0 {
+		entrypoint, cmd = cfg.GetCommand(), nil
+	}
+	if len(cfg.GetArgs()) > 0 {
+		cmd = cfg.GetArgs()
+	}
+	return append(append([]string{}, entrypoint...), cmd...)
+}
+
+// processEnv is the image's environment overridden by the container's.
+func processEnv(cfg *runtimeapi.ContainerConfig, img v1.Config) []string {
+	var keys []string
+	vals := map[string]string{}
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			keys = append(keys, k)
+		}
+		vals[k] = v
+	}
+	for _, kv := range img.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		set(k, v)
+	}
+	for _, kv := range cfg.GetEnvs() {
+		set(kv.GetKey(), string(kv.GetValue()))
+	}
+	if _, ok := vals["PATH"]; !ok {
+		set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+vals[k])
+	}
+	return out
+}
+
+// resolveUser picks uid and gid from the security context, else the image's
+// User, looking names up in the image's /etc/passwd and /etc/group.
+func resolveUser(sc *runtimeapi.LinuxContainerSecurityContext, imgUser string, layers []string) (specs.User, error) {
+	u := specs.User{}
+	userPart, groupPart, _ := strings.Cut(imgUser, ":")
+	if sc.GetRunAsUsername() != "" {
+		userPart, groupPart = sc.GetRunAsUsername(), ""
+	}
+	gidKnown := false
+	if sc.GetRunAsUser() != nil {
+		u.UID = uint32(sc.GetRunAsUser().GetValue())
+		// The primary group still comes from passwd for a known uid.
+		if e, ok := lookupEtc(layers, "passwd", strconv.Itoa(int(u.UID)), 2); ok && len(e) > 3 {
+			if g, err := strconv.Atoi(e[3]); err == nil {
+				u.GID, gidKnown = uint32(g), true
+			}
+		}
+	} else if userPart != "" {
+		if n, err := strconv.Atoi(userPart); err == nil {
+			u.UID = uint32(n)
+			if e, ok := lookupEtc(layers, "passwd", userPart, 2); ok && len(e) > 3 {
+				if g, err := strconv.Atoi(e[3]); err == nil {
+					u.GID, gidKnown = uint32(g), true
+				}
+			}
+		} else {
+			e, ok := lookupEtc(layers, "passwd", userPart, 0)
+			if !ok || len(e) < 4 {
+				return u, fmt.Errorf("user %q not found in the image's /etc/passwd", userPart)
+			}
+			uid, _ := strconv.Atoi(e[2])
+			gid, _ := strconv.Atoi(e[3])
+			u.UID, u.GID, gidKnown = uint32(uid), uint32(gid), true
+		}
+	}
+	if groupPart != "" && sc.GetRunAsGroup() == nil {
+		if n, err := strconv.Atoi(groupPart); err == nil {
+			u.GID = uint32(n)
+		} else if e, ok := lookupEtc(layers, "group", groupPart, 0); ok && len(e) > 2 {
+			gid, _ := strconv.Atoi(e[2])
+			u.GID = uint32(gid)
+		} else {
+			return u, fmt.Errorf("group %q not found in the image's /etc/group", groupPart)
+		}
+	}
+	if sc.GetRunAsGroup() != nil {
+		u.GID = uint32(sc.GetRunAsGroup().GetValue())
+	} else if !gidKnown && groupPart == "" {
+		u.GID = 0
+	}
+	for _, g := range sc.GetSupplementalGroups() {
+		u.AdditionalGids = append(u.AdditionalGids, uint32(g))
+	}
+	return u, nil
+}
+
+// lookupEtc finds the line of /etc/<file> whose field col equals key, in the
+// topmost layer that has the file.
+func lookupEtc(layers []string, file, key string, col int) ([]string, bool) {
+	for i := len(layers) - 1; i >= 0; i-- {
+		f, err := os.Open(filepath.Join(layers[i], "etc", file))
+		if err != nil {
+			continue
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Split(sc.Text(), ":")
+			if len(fields) > col && fields[col] == key {
+				return fields, true
+			}
+		}
+		return nil, false
+	}
+	return nil, false
+}
+
+func capName(c string) string {
+	c = strings.ToUpper(c)
+	if c == "ALL" || strings.HasPrefix(c, "CAP_") {
+		return c
+	}
+	return "CAP_" + c
+}
+
+// capabilities applies add and drop (either may say ALL) to the default set.
+func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) []string {
+	if sc.GetPrivileged() {
+		return allCapabilities
+	}
+	set := map[string]bool{}
+	for _, c := range defaultCapabilities {
+		set[c] = true
+	}
+	for _, c := range sc.GetCapabilities().GetAddCapabilities() {
+		if c = capName(c); c == "ALL" {
+			for _, a := range allCapabilities {
+				set[a] = true
+			}
+		} else {
+			set[c] = true
+		}
+	}
+	for _, c := range sc.GetCapabilities().GetDropCapabilities() {
+		if c = capName(c); c == "ALL" {
+			set = map[string]bool{}
+		} else {
+			delete(set, c)
+		}
+	}
+	var out []string
+	for _, c := range allCapabilities {
+		if set[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// linuxResources converts CRI resources to OCI ones.
+func linuxResources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
+	out := &specs.LinuxResources{}
+	if r == nil {
+		return out
+	}
+	cpu := &specs.LinuxCPU{Cpus: r.GetCpusetCpus(), Mems: r.GetCpusetMems()}
+	if r.GetCpuShares() > 0 {
+		v := uint64(r.GetCpuShares())
+		cpu.Shares = &v
+	}
+	if r.GetCpuQuota() > 0 {
+		v := r.GetCpuQuota()
+		cpu.Quota = &v
+	}
+	if r.GetCpuPeriod() > 0 {
+		v := uint64(r.GetCpuPeriod())
+		cpu.Period = &v
+	}
+	out.CPU = cpu
+	if r.GetMemoryLimitInBytes() > 0 {
+		v := r.GetMemoryLimitInBytes()
+		out.Memory = &specs.LinuxMemory{Limit: &v}
+		if r.GetMemorySwapLimitInBytes() > 0 {
+			sw := r.GetMemorySwapLimitInBytes()
+			out.Memory.Swap = &sw
+		}
+	}
+	if v, ok := r.GetUnified()["pids.max"]; ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			out.Pids = &specs.LinuxPids{Limit: n}
+		}
+	}
+	for _, h := range r.GetHugepageLimits() {
+		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
+	}
+	return out
+}
+
+// buildSpec makes the OCI config of a container in sandbox sb.
+func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandbox, img *v1.ConfigFile, layers []string) (*specs.Spec, error) {
+	sbCfg := sb.config()
+	sc := cfg.GetLinux().GetSecurityContext()
+	imgCfg := v1.Config{}
+	if img != nil {
+		imgCfg = img.Config
+	}
+	args := processArgs(cfg, imgCfg)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("no command: neither the container nor its image names one")
+	}
+	user, err := resolveUser(sc, imgCfg.User, layers)
+	if err != nil {
+		return nil, err
+	}
+	cwd := cfg.GetWorkingDir()
+	if cwd == "" {
+		cwd = imgCfg.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	caps := capabilities(sc)
+	if p := sc.GetSeccomp(); p != nil && p.GetProfileType() != runtimeapi.SecurityProfile_Unconfined {
+		// Not implemented yet: the container runs without a seccomp filter.
+		slog.Warn("runtime runs container without seccomp profile", "container", id, "profile", p.GetProfileType().String())
+	}
+	spec := &specs.Spec{
+		Version: specs.Version,
+		Root:    &specs.Root{Path: "rootfs", Readonly: sc.GetReadonlyRootfs()},
+		Process: &specs.Process{
+			Args: args, Env: processEnv(cfg, imgCfg), Cwd: cwd, User: user,
+			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
+			NoNewPrivileges: sc.GetNoNewPrivs(),
+		},
+		Annotations: cfg.GetAnnotations(),
+	}
+	if oom := cfg.GetLinux().GetResources().GetOomScoreAdj(); oom != 0 {
+		v := int(oom)
+		spec.Process.OOMScoreAdj = &v
+	}
+
+	ns := nsOptions(sbCfg)
+	cns := sc.GetNamespaceOptions()
+	if cns == nil {
+		cns = ns
+	}
+	linux := &specs.Linux{
+		CgroupsPath: s.cgroupPath(sbCfg, id),
+		Resources:   linuxResources(cfg.GetLinux().GetResources()),
+		Sysctl:      sbCfg.GetLinux().GetSysctls(),
+		Namespaces:  []specs.LinuxNamespace{{Type: specs.MountNamespace}},
+	}
+	if sb.NetNS != "" {
+		linux.Namespaces = append(linux.Namespaces,
+			specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: sb.NetNS},
+			specs.LinuxNamespace{Type: specs.UTSNamespace, Path: sb.UTSNS})
+	}
+	if sb.IPCNS != "" {
+		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: sb.IPCNS})
+	}
+	switch cns.GetPid() {
+	case runtimeapi.NamespaceMode_NODE:
+	case runtimeapi.NamespaceMode_POD:
+		if sb.PausePID == 0 {
+			return nil, fmt.Errorf("sandbox %s does not share a PID namespace", sb.ID)
+		}
+		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", sb.PausePID)})
+	default:
+		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	if sc.GetPrivileged() {
+		linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+	} else {
+		linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
+		linux.MaskedPaths = defaultMaskedPaths
+		linux.ReadonlyPaths = defaultReadonlyPaths
+		if len(sc.GetMaskedPaths()) > 0 {
+			linux.MaskedPaths = sc.GetMaskedPaths()
+		}
+		if len(sc.GetReadonlyPaths()) > 0 {
+			linux.ReadonlyPaths = sc.GetReadonlyPaths()
+		}
+	}
+	spec.Linux = linux
+
+	sysOpts := []string{"nosuid", "noexec", "nodev", "ro"}
+	if sc.GetPrivileged() {
+		sysOpts[3] = "rw"
+	}
+	mounts := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: sysOpts},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+	}
+	shm := sb.Shm
+	if shm == "" {
+		shm = "/dev/shm"
+	}
+	mounts = append(mounts, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: shm, Options: []string{"rbind", "rprivate", "rw"}})
+	wanted := map[string]bool{}
+	for _, m := range cfg.GetMounts() {
+		wanted[filepath.Clean(m.GetContainerPath())] = true
+	}
+	dir := s.sandboxDir(sb.ID)
+	for _, f := range []string{"hostname", "hosts", "resolv.conf"} {
+		if !wanted["/etc/"+f] {
+			mounts = append(mounts, specs.Mount{Destination: "/etc/" + f, Type: "bind", Source: filepath.Join(dir, f), Options: []string{"rbind", "rprivate", "rw"}})
+		}
+	}
+	for _, m := range cfg.GetMounts() {
+		opts := []string{"rbind"}
+		switch m.GetPropagation() {
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			opts = append(opts, "rshared")
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			opts = append(opts, "rslave")
+		default:
+			opts = append(opts, "rprivate")
+		}
+		if m.GetReadonly() {
+			opts = append(opts, "ro")
+		} else {
+			opts = append(opts, "rw")
+		}
+		mounts = append(mounts, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts})
+	}
+	spec.Mounts = mounts
+	return spec, nil
+}
+
+// cgroupPath places a container under the sandbox's cgroup parent (the
+// kubelet's pod cgroup) or, without one, under the runtime's own parent.
+func (s *Server) cgroupPath(sbCfg *runtimeapi.PodSandboxConfig, id string) string {
+	parent := sbCfg.GetLinux().GetCgroupParent()
+	if parent == "" {
+		parent = s.cfg.CgroupParent
+	}
+	return filepath.Join("/", parent, id)
+}
