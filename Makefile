@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/navarch
 DATADIR ?= /var/lib/navarch
 
-.PHONY: build run deps test test-unit e2e bench bench-convergence clean
+.PHONY: build run deps test test-unit e2e bench bench-convergence images clean
 
 ## build: compile the navarch binary into bin/
 build:
@@ -43,6 +43,13 @@ bench: build
 ## bench-convergence: a Deployment of 3,000 and 10,000 replicas on 100 hollow nodes
 bench-convergence: build
 	$(GO) run ./bench/convergence -navarch ./$(BIN)
+
+## images: the test images as OCI tarballs for `navarch image import`:
+## bin/images/testserver.tar (navarch.io/testserver:1, the static test server)
+## and bin/images/busybox.tar (navarch.io/busybox:1, from /bin/busybox of busybox-static)
+images:
+	CGO_ENABLED=0 $(GO) build -o bin/images/testserver ./test/images/testserver
+	$(GO) run ./test/images/pack -out bin/images -testserver bin/images/testserver -busybox /bin/busybox
 
 clean:
 	rm -rf bin
