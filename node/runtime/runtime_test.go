@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,7 @@ type testEnv struct {
 	cgroupParent string
 	rt           runtimeapi.RuntimeServiceClient
 	stopServer   func()
+	configure    func(*Config)
 }
 
 func requireRuntime(tb testing.TB) {
@@ -69,11 +71,14 @@ func requireRuntime(tb testing.TB) {
 
 // newEnv starts a runtime server over a fresh state dir, reached through a
 // real gRPC client on its unix socket. Cleanup removes every sandbox left.
-func newEnv(t *testing.T) *testEnv {
+func newEnv(t *testing.T) *testEnv { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with configure applied to the server's Config.
+func newEnvWith(t *testing.T, configure func(*Config)) *testEnv {
 	requireRuntime(t)
 	base := t.TempDir()
 	e := &testEnv{t: t, state: filepath.Join(base, "state"), logDir: filepath.Join(base, "logs"),
-		cgroupParent: "/navarch-test-" + newID()[:8]}
+		cgroupParent: "/navarch-test-" + newID()[:8], configure: configure}
 	e.start()
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -99,7 +104,11 @@ func (e *testEnv) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{StateDir: e.state, ShimBinary: self, Images: testImages, CgroupParent: e.cgroupParent})
+	cfg := Config{StateDir: e.state, ShimBinary: self, Images: testImages, CgroupParent: e.cgroupParent}
+	if e.configure != nil {
+		e.configure(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,6 +298,93 @@ func TestPodContainersShareNamespaces(t *testing.T) {
 	}
 	if st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.Status.Metadata.Name != "shared" || st.Status.Labels["app"] != "shared" {
 		t.Errorf("sandbox status = %v", st.Status)
+	}
+}
+
+func TestNetworkHookAndHostNetwork(t *testing.T) {
+	var setups, teardowns []string
+	var mu sync.Mutex
+	e := newEnvWith(t, func(c *Config) {
+		c.NetworkSetup = func(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) (string, error) {
+			if !isNamespaceFile(netns) {
+				return "", fmt.Errorf("%s is not a network namespace", netns)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			setups = append(setups, id)
+			return "10.244.0.7", nil
+		}
+		c.NetworkTeardown = func(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) error {
+			mu.Lock()
+			defer mu.Unlock()
+			teardowns = append(teardowns, id)
+			return nil
+		}
+	})
+	ctx := context.Background()
+	cfg := e.podConfig("net")
+	sb := e.runPod(cfg)
+	st, err := e.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status.Network.GetIp() != "10.244.0.7" {
+		t.Errorf("sandbox IP = %q, want the hook's 10.244.0.7", st.Status.Network.GetIp())
+	}
+	id := e.run(sb, cfg, ctrConfig("main", "sleep", "300"))
+	if hosts := e.mustExec(id, "cat", "/etc/hosts"); !strings.Contains(hosts, "10.244.0.7\tnet") {
+		t.Errorf("/etc/hosts lacks the pod IP: %q", hosts)
+	}
+	if _, err := e.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(setups) != 1 || len(teardowns) != 1 || teardowns[0] != sb {
+		t.Errorf("setups %v teardowns %v, want one each for %s", setups, teardowns, sb)
+	}
+	mu.Unlock()
+
+	// hostNetwork: the host's network and UTS namespaces, no hook call.
+	hcfg := e.podConfig("hostnet")
+	hcfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER}}}
+	hsb := e.runPod(hcfg)
+	hid := e.run(hsb, hcfg, ctrConfig("main", "sleep", "300"))
+	hostNet, _ := os.Readlink("/proc/self/ns/net")
+	if got := e.mustExec(hid, "readlink", "/proc/self/ns/net"); got != hostNet {
+		t.Errorf("hostNetwork container in %s, host is %s", got, hostNet)
+	}
+	hostName, _ := os.Hostname()
+	if got := e.mustExec(hid, "hostname"); got != hostName {
+		t.Errorf("hostNetwork hostname %q, want the node's %q", got, hostName)
+	}
+	mu.Lock()
+	if len(setups) != 1 {
+		t.Errorf("network hook called for a hostNetwork pod")
+	}
+	mu.Unlock()
+}
+
+func TestPrivileged(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.podConfig("priv")
+	sb := e.runPod(cfg)
+	c := ctrConfig("main", "sh", "-c", "grep CapEff /proc/self/status")
+	c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{Privileged: true}}
+	st := e.waitExited(e.run(sb, cfg, c))
+	b, _ := os.ReadFile(st.LogPath)
+	status, _ := os.ReadFile("/proc/self/status")
+	bnd := regexp.MustCompile(`CapBnd:\t([0-9a-f]+)`).FindSubmatch(status)
+	if len(bnd) < 2 || !strings.Contains(string(b), "CapEff:\t"+string(bnd[1])) {
+		t.Errorf("privileged container: exit %d, log:\n%s", st.ExitCode, b)
+	}
+	d := ctrConfig("default", "sh", "-c", "grep CapEff /proc/self/status")
+	st = e.waitExited(e.run(sb, cfg, d))
+	b, _ = os.ReadFile(st.LogPath)
+	// containerd's default set: chown dac_override fowner fsetid kill setgid
+	// setuid setpcap net_bind_service net_raw sys_chroot mknod audit_write setfcap.
+	if !strings.Contains(string(b), "CapEff:\t00000000a80425fb") {
+		t.Errorf("default capabilities: %s", b)
 	}
 }
 

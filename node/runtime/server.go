@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -74,6 +75,8 @@ type Server struct {
 	mu         sync.Mutex
 	sandboxes  map[string]*sandbox
 	containers map[string]*container
+	// hostCaps are the capabilities a privileged container gets.
+	hostCaps []string
 }
 
 // New loads the records under cfg.StateDir, re-adopting the sandboxes and
@@ -104,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	s := &Server{cfg: cfg, sandboxes: map[string]*sandbox{}, containers: map[string]*container{}}
+	s := &Server{cfg: cfg, sandboxes: map[string]*sandbox{}, containers: map[string]*container{}, hostCaps: hostCapabilities()}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -118,6 +121,11 @@ func (s *Server) load() error {
 		if err := readJSON(filepath.Join(s.sandboxDir(d.Name()), "sandbox.json"), sb); err != nil {
 			slog.Warn("runtime skips unreadable sandbox", "id", d.Name(), "err", err)
 			continue
+		}
+		// After a reboot the namespace bind mounts are gone: such a sandbox
+		// can no longer run containers, and says so.
+		if sb.Ready && sb.NetNS != "" && !isNamespaceFile(sb.NetNS) {
+			sb.Ready = false
 		}
 		s.sandboxes[sb.ID] = sb
 	}
@@ -233,4 +241,10 @@ func matchLabels(selector, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// isNamespaceFile reports whether path is a mounted namespace (nsfs).
+func isNamespaceFile(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }

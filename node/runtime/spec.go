@@ -170,10 +170,37 @@ func capName(c string) string {
 	return "CAP_" + c
 }
 
-// capabilities applies add and drop (either may say ALL) to the default set.
-func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) []string {
-	if sc.GetPrivileged() {
+// hostCapabilities is the part of allCapabilities in this process's bounding
+// set: a privileged container gets what the runtime has, and runc refuses
+// more (this machine, for one, lacks CAP_SYS_RESOURCE).
+func hostCapabilities() []string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
 		return allCapabilities
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				break
+			}
+			var out []string
+			for i, c := range allCapabilities {
+				if mask&(1<<i) != 0 {
+					out = append(out, c)
+				}
+			}
+			return out
+		}
+	}
+	return allCapabilities
+}
+
+// capabilities applies add and drop (either may say ALL) to the default set,
+// within host, the capabilities the runtime itself holds.
+func capabilities(sc *runtimeapi.LinuxContainerSecurityContext, host []string) []string {
+	if sc.GetPrivileged() {
+		return host
 	}
 	set := map[string]bool{}
 	for _, c := range defaultCapabilities {
@@ -181,7 +208,7 @@ func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) []string {
 	}
 	for _, c := range sc.GetCapabilities().GetAddCapabilities() {
 		if c = capName(c); c == "ALL" {
-			for _, a := range allCapabilities {
+			for _, a := range host {
 				set[a] = true
 			}
 		} else {
@@ -196,7 +223,7 @@ func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) []string {
 		}
 	}
 	var out []string
-	for _, c := range allCapabilities {
+	for _, c := range host {
 		if set[c] {
 			out = append(out, c)
 		}
@@ -266,7 +293,7 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 	if cwd == "" {
 		cwd = "/"
 	}
-	caps := capabilities(sc)
+	caps := capabilities(sc, s.hostCaps)
 	if p := sc.GetSeccomp(); p != nil && p.GetProfileType() != runtimeapi.SecurityProfile_Unconfined {
 		// Not implemented yet: the container runs without a seccomp filter.
 		slog.Warn("runtime runs container without seccomp profile", "container", id, "profile", p.GetProfileType().String())
