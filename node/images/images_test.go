@@ -3,6 +3,7 @@ package images
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -284,9 +285,14 @@ func TestImportOCILayout(t *testing.T) {
 	if err := WriteOCIArchive(&buf, []Named{{"example.com/again:1", plain}, {"example.com/again:2", mine}}); err != nil {
 		t.Fatal(err)
 	}
-	refs, err = s.Import(&buf)
+	// Also gzip-compressed, as `docker save | gzip` gives.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(buf.Bytes())
+	zw.Close()
+	refs, err = s.Import(&gz)
 	if err != nil || strings.Join(refs, ",") != "example.com/again:1,example.com/again:2" {
-		t.Fatalf("Import(WriteOCIArchive) = %v, %v", refs, err)
+		t.Fatalf("Import(gzip of WriteOCIArchive) = %v, %v", refs, err)
 	}
 }
 
@@ -780,5 +786,46 @@ func TestOpenCleansDeadWork(t *testing.T) {
 	}
 	if _, err := os.Stat(mine); err != nil {
 		t.Error("a live process's work was removed")
+	}
+}
+
+// TestImportDockerSaveUncompressed imports an archive laid out as `docker
+// save` writes it: uncompressed layer.tar files and a config named by its
+// digest.
+func TestImportDockerSaveUncompressed(t *testing.T) {
+	layerTar := tarBytes(t, []entry{{name: "bin/", typ: tar.TypeDir}, {name: "bin/hello", body: "hi", mode: 0o755}})
+	img := rawImage(t, layerTar)
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName, _ := img.ConfigName()
+	manifest := `[{"Config":"` + cfgName.Hex + `.json","RepoTags":["hello:latest"],"Layers":["0123/layer.tar"]}]`
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range []struct {
+		name string
+		body []byte
+	}{{"0123/layer.tar", layerTar}, {cfgName.Hex + ".json", cfg}, {"manifest.json", []byte(manifest)}} {
+		tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body)), Typeflag: tar.TypeReg})
+		tw.Write(f.body)
+	}
+	tw.Close()
+	s := open(t)
+	refs, err := s.Import(&buf)
+	if err != nil || len(refs) != 1 || refs[0] != "docker.io/library/hello:latest" {
+		t.Fatalf("Import = %v, %v", refs, err)
+	}
+	if img, err := s.Get("hello"); err != nil || img.ID != cfgName.String() {
+		t.Fatalf("Get(hello) = %+v, %v", img, err)
+	}
+	if os.Geteuid() == 0 {
+		_, dirs, _, err := s.Resolve("hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dirs[0], "bin/hello")); err != nil || string(b) != "hi" {
+			t.Errorf("bin/hello: %q, %v", b, err)
+		}
 	}
 }
