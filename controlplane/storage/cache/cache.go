@@ -95,6 +95,44 @@ type Resource struct {
 	history  []Event // ring of recent events, oldest first
 	oldest   int64   // history is complete for revisions after this one
 	watchers map[*Watcher]struct{}
+
+	// History keeps superseded versions slim (see slim): base is the
+	// position, counting every event ever recorded, of history[0], and
+	// latest the position of each key's newest event.
+	base   int64
+	latest map[string]int64
+}
+
+// slim is e without its decoded object and second encoding, for versions
+// only the history remembers: watch filtering needs just the labels and
+// fields, and the rare watch that resumes into the past decodes the JSON
+// again (fatten). A version's decoded object is most of its memory, and the
+// history holds up to historySize of them.
+func slim(e *Entry) *Entry {
+	if e == nil || e.Object == nil {
+		return e
+	}
+	return &Entry{Key: e.Key, Namespace: e.Namespace, Name: e.Name, Revision: e.Revision, Data: e.Data, Labels: e.Labels, Fields: e.Fields}
+}
+
+// fatten gives a slim entry its object back.
+func (r *Resource) fatten(e *Entry) (*Entry, error) {
+	if e.Object != nil {
+		return e, nil
+	}
+	return r.decode(e.Key, e.Data, e.Revision)
+}
+
+// retire slims the history's copy of an entry that a newer version or a
+// deletion supersedes.
+func (r *Resource) retire(e *Entry) {
+	pos, ok := r.latest[e.Key]
+	if !ok {
+		return
+	}
+	if i := pos - r.base; i >= 0 && i < int64(len(r.history)) && r.history[i].Entry == e {
+		r.history[i].Entry = slim(e)
+	}
 }
 
 // Cache is the in-memory state of all registered resources.
@@ -124,7 +162,7 @@ func (c *Cache) Register(prefix string, decode Decoder, restamp Restamp) *Resour
 	}
 	r := &Resource{prefix: prefix, decode: decode, restamp: restamp,
 		items:    btree.NewG(32, func(a, b *Entry) bool { return a.Key < b.Key }),
-		watchers: map[*Watcher]struct{}{}}
+		watchers: map[*Watcher]struct{}{}, latest: map[string]int64{}}
 	c.resources[prefix] = r
 	return r
 }
@@ -194,7 +232,7 @@ func (c *Cache) reload(ctx context.Context, root string) error {
 	c.mu.Lock()
 	for _, r := range c.resources {
 		r.items.Clear(false)
-		r.history = nil
+		r.history, r.base, r.latest = nil, 0, map[string]int64{}
 	}
 	c.mu.Unlock()
 	return c.Load(ctx, root)
@@ -271,7 +309,20 @@ func (c *Cache) apply(ev storage.Event) {
 		}
 		out = Event{Type: Deleted, Entry: last, Prev: prev, Revision: ev.Revision}
 	}
-	r.record(out)
+	// Watchers get the event as it is; the history keeps superseded
+	// versions slim.
+	stored := out
+	stored.Prev = slim(out.Prev)
+	if prev != nil {
+		r.retire(prev)
+	}
+	if out.Type == Deleted {
+		stored.Entry = slim(out.Entry)
+		delete(r.latest, ev.Key)
+	} else {
+		r.latest[ev.Key] = r.base + int64(len(r.history))
+	}
+	r.record(stored)
 	for w := range r.watchers {
 		w.offer(r, out)
 	}
@@ -283,9 +334,15 @@ func (r *Resource) record(ev Event) {
 		// Drop the oldest tenth at once so trimming is amortised.
 		n := historySize / 10
 		r.oldest = r.history[n-1].Revision
-		r.history = append(r.history[:0:0], r.history[n:]...)
+		r.trim(n)
 	}
 	r.history = append(r.history, ev)
+}
+
+// trim drops the oldest n events of the history.
+func (r *Resource) trim(n int) {
+	r.history = append(r.history[:0:0], r.history[n:]...)
+	r.base += int64(n)
 }
 
 // Compacted tells the cache the store discarded history up to revision, so
@@ -302,7 +359,7 @@ func (c *Cache) Compacted(revision int64) {
 		for i < len(r.history) && r.history[i].Revision <= revision {
 			i++
 		}
-		r.history = append(r.history[:0:0], r.history[i:]...)
+		r.trim(i)
 	}
 }
 

@@ -114,3 +114,101 @@ func TestAlternateEncodesOnce(t *testing.T) {
 		t.Fatalf("encoder called %d times, want 1", calls)
 	}
 }
+
+// TestHistoryKeepsSupersededVersionsSlim checks that the history drops the
+// decoded object of versions that were replaced or deleted, keeps the
+// current one shared with the items, and that a watch resuming from the
+// past still gets every version whole.
+func TestHistoryKeepsSupersededVersionsSlim(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	member, err := etcd.StartEmbedded(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+	store := etcd.NewStore(member.Client)
+	decoded := 0
+	decode := func(key string, value []byte, rev int64) (*Entry, error) {
+		decoded++
+		e, _ := rawDecoder(key, value, rev)
+		e.Object = &runtime.Unknown{Raw: value}
+		return e, nil
+	}
+	restamp := func(e *Entry, rev int64) (*Entry, error) {
+		out, _ := rawRestamp(e, rev)
+		out.Object = e.Object
+		return out, nil
+	}
+	c := New(store)
+	res := c.Register("/registry/g/things/", decode, restamp)
+	if err := c.Load(ctx, "/registry/"); err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx, "/registry/")
+	start := c.Revision()
+
+	rev, _ := store.Create(ctx, "/registry/g/things/a", []byte("v1"))
+	rev, _ = store.Update(ctx, "/registry/g/things/a", []byte("v2"), rev)
+	rev, _ = store.Update(ctx, "/registry/g/things/a", []byte("v3"), rev)
+	gone, _ := store.Create(ctx, "/registry/g/things/b", []byte("b1"))
+	if _, err := store.Delete(ctx, "/registry/g/things/b", gone); err != nil {
+		t.Fatal(err)
+	}
+	apiWait := func() bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return len(res.history) == 5
+	}
+	for deadline := time.Now().Add(5 * time.Second); !apiWait(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cache did not see the five changes")
+		}
+	}
+
+	c.mu.RLock()
+	var whole []string
+	for _, ev := range res.history {
+		if ev.Entry.Object != nil {
+			whole = append(whole, string(ev.Entry.Data))
+		}
+		if ev.Prev != nil && ev.Prev.Object != nil {
+			t.Errorf("history keeps the previous version of %s whole", ev.Entry.Key)
+		}
+	}
+	current, _ := res.items.Get(&Entry{Key: "/registry/g/things/a"})
+	c.mu.RUnlock()
+	if len(whole) != 1 || whole[0] != "v3" {
+		t.Errorf("whole versions in the history: %q, want only the current one, v3", whole)
+	}
+	if current == nil || current.Revision != rev {
+		t.Fatalf("current entry of a: %+v", current)
+	}
+
+	before := decoded
+	_, backlog, _, err := c.Watch(res, "/registry/g/things/", start, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range backlog {
+		u, ok := ev.Entry.Object.(*runtime.Unknown)
+		if !ok {
+			t.Fatalf("%s event of %s replayed without its object", ev.Type, ev.Entry.Key)
+		}
+		got = append(got, string(ev.Type)+" "+string(u.Raw))
+	}
+	want := []string{"ADDED v1", "MODIFIED v2", "MODIFIED v3", "ADDED b1", "DELETED b1"}
+	if len(got) != len(want) {
+		t.Fatalf("replayed %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("replayed %q, want %q", got, want)
+		}
+	}
+	// v1, v2, and b's two events (its last state is kept slim too).
+	if decoded-before != 4 {
+		t.Errorf("resuming decoded %d versions again, want the 4 superseded ones", decoded-before)
+	}
+}

@@ -44,6 +44,13 @@ func (c *Cache) Watch(r *Resource, prefix string, fromRevision int64, initial bo
 				continue
 			}
 			if out, ok := w.filter(ev); ok {
+				// Superseded versions are kept slim; this watcher needs
+				// the object itself.
+				e, err := r.fatten(out.Entry)
+				if err != nil {
+					return nil, nil, 0, ErrGone // the client relists
+				}
+				out.Entry = e
 				backlog = append(backlog, out)
 			}
 		}
