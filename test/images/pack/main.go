@@ -43,7 +43,7 @@ const (
 )
 
 // epoch is every entry's and image's time, for reproducible images.
-var epoch = time.Unix(0, 0).UTC()
+func epoch() time.Time { return time.Unix(0, 0).UTC() }
 
 func main() {
 	out := flag.String("out", "bin/images", "directory to write testserver.tar and busybox.tar into")
@@ -191,7 +191,7 @@ func buildImage(files []file, cfg v1.Config) (v1.Image, error) {
 	}
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	img, err := mutate.Append(base, mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "navarch test/images/pack"}})
+	img, err := mutate.Append(base, mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: epoch()}, CreatedBy: "navarch test/images/pack"}})
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func buildImage(files []file, cfg v1.Config) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Created = v1.Time{Time: epoch}
+	cf.Created = v1.Time{Time: epoch()}
 	cf.Config = cfg
 	return mutate.ConfigFile(img, cf)
 }
@@ -233,7 +233,7 @@ func tarFiles(files []file) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range entries {
-		hdr := &tar.Header{Name: f.name, Mode: f.mode, ModTime: epoch, Typeflag: tar.TypeReg, Size: int64(len(f.body)), Format: tar.FormatPAX}
+		hdr := &tar.Header{Name: f.name, Mode: f.mode, ModTime: epoch(), Typeflag: tar.TypeReg, Size: int64(len(f.body)), Format: tar.FormatPAX}
 		switch {
 		case f.dir:
 			hdr.Typeflag, hdr.Name, hdr.Size = tar.TypeDir, f.name+"/", 0
