@@ -211,9 +211,16 @@ func bridgePorts(t testing.TB, bridge string) []string {
 // clientNS; it returns the source address the server saw.
 func peerSeen(t testing.TB, serverNS, ip, clientNS string) string {
 	t.Helper()
+	return peerSeenAt(t, serverNS, ip, ip, clientNS)
+}
+
+// peerSeenAt is peerSeen with a server listening on listenIP ("" for all
+// addresses) and dialled at dialIP.
+func peerSeenAt(t testing.TB, serverNS, listenIP, dialIP, clientNS string) string {
+	t.Helper()
 	var ln net.Listener
 	if err := inNetns(serverNS, func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		ln, err = net.Listen("tcp4", net.JoinHostPort(listenIP, "0"))
 		return err
 	}); err != nil {
 		t.Fatalf("listen in %s: %v", serverNS, err)
@@ -230,7 +237,8 @@ func peerSeen(t testing.TB, serverNS, ip, clientNS string) string {
 	}()
 	var seen []byte
 	if err := inNetns(clientNS, func() error {
-		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		c, err := net.DialTimeout("tcp4", net.JoinHostPort(dialIP, port), 5*time.Second)
 		if err != nil {
 			return err
 		}

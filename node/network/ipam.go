@@ -168,7 +168,9 @@ func (a *allocator) Allocate(containerID, ifName string) (net.IP, error) {
 
 // reserve creates the allocation file atomically: the content is written to
 // a temporary file first and hard-linked to its final name, which fails if
-// the name exists, so a crash never leaves a half-written allocation.
+// the name exists, so a crash never leaves a half-written allocation. No
+// fsync: the page cache outlives the agent's restarts, and a machine that
+// loses it has lost its pods' network namespaces too.
 func (a *allocator) reserve(ip net.IP, who string) (bool, error) {
 	tmp, err := os.CreateTemp(a.dir, ".reserve-")
 	if err != nil {
@@ -176,10 +178,6 @@ func (a *allocator) reserve(ip net.IP, who string) (bool, error) {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.WriteString(who); err != nil {
-		tmp.Close()
-		return false, err
-	}
-	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return false, err
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	Executable string
 	// IfName is the pod's interface name.
 	IfName string
+	// ExecBuiltin runs the built-in plugin as a process like any other,
+	// instead of inside this process (see pluginExec).
+	ExecBuiltin bool
 }
 
 // Network attaches pods to the node's pod network through libcni.
@@ -83,7 +87,11 @@ func New(cfg Config) (*Network, error) {
 		return nil, err
 	}
 	path := append([]string{cfg.PluginDir}, cfg.BinDirs...)
-	return &Network{cfg: cfg, cni: libcni.NewCNIConfigWithCacheDir(path, cfg.CacheDir, nil)}, nil
+	var exec invoke.Exec // nil: libcni's default, every plugin a process
+	if !cfg.ExecBuiltin {
+		exec = newPluginExec()
+	}
+	return &Network{cfg: cfg, cni: libcni.NewCNIConfigWithCacheDir(path, cfg.CacheDir, exec)}, nil
 }
 
 // linkPlugin points dir/navarch-bridge at exe, replacing a link to anything

@@ -3,10 +3,12 @@ package network
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -14,6 +16,10 @@ import (
 // newTestNetwork writes conflist into a config dir of its own and returns a
 // Network over it whose built-in plugin is this test binary.
 func newTestNetwork(t testing.TB, conflist any) *Network {
+	return newTestNetworkExec(t, conflist, false)
+}
+
+func newTestNetworkExec(t testing.TB, conflist any, execBuiltin bool) *Network {
 	t.Helper()
 	dir := t.TempDir()
 	confDir := filepath.Join(dir, "net.d")
@@ -27,7 +33,7 @@ func newTestNetwork(t testing.TB, conflist any) *Network {
 	if err := os.WriteFile(filepath.Join(confDir, "10-test.conflist"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(Config{ConfDir: confDir, PluginDir: filepath.Join(dir, "bin"), CacheDir: filepath.Join(dir, "cache")})
+	n, err := New(Config{ConfDir: confDir, PluginDir: filepath.Join(dir, "bin"), CacheDir: filepath.Join(dir, "cache"), ExecBuiltin: execBuiltin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +53,10 @@ func builtinConflist(n *testNet) map[string]any {
 // setupTwoPods runs Setup for two pods, checks they got distinct addresses
 // and talk to each other with their own source addresses, tears them down
 // (twice: the second must succeed too) and returns the addresses.
-func setupTwoPods(t *testing.T, nw *Network) (string, string) {
+// checkFirst: CHECK the first pod too, after the second joined the bridge
+// (Debian's bridge plugin fails that: the bridge takes the lowest MAC of its
+// ports, so the MAC in the first pod's result goes stale; ours fixes it).
+func setupTwoPods(t *testing.T, nw *Network, checkFirst bool) (string, string) {
 	t.Helper()
 	ctx := context.Background()
 	nsA, nsB := newNetns(t), newNetns(t)
@@ -66,8 +75,13 @@ func setupTwoPods(t *testing.T, nw *Network) (string, string) {
 		t.Fatalf("pod-a saw pod-b from %q, want %s", seen, ipB)
 	}
 	ping(t, nsB, ipA)
-	if err := nw.Check(ctx, "sandbox-a", nsA, "default", "pod-a"); err != nil {
-		t.Fatalf("Check pod-a: %v", err)
+	if err := nw.Check(ctx, "sandbox-b", nsB, "default", "pod-b"); err != nil {
+		t.Fatalf("Check pod-b: %v", err)
+	}
+	if checkFirst {
+		if err := nw.Check(ctx, "sandbox-a", nsA, "default", "pod-a"); err != nil {
+			t.Fatalf("Check pod-a: %v", err)
+		}
 	}
 	for _, p := range []struct{ id, ns, name string }{{"sandbox-a", nsA, "pod-a"}, {"sandbox-b", nsB, "pod-b"}} {
 		if err := nw.Teardown(ctx, p.id, p.ns, "default", p.name); err != nil {
@@ -82,15 +96,21 @@ func setupTwoPods(t *testing.T, nw *Network) (string, string) {
 
 func TestNetworkBuiltinPlugin(t *testing.T) {
 	requireRoot(t)
+	for _, execBuiltin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("exec=%v", execBuiltin), func(t *testing.T) { testNetworkBuiltin(t, execBuiltin) })
+	}
+}
+
+func testNetworkBuiltin(t *testing.T, execBuiltin bool) {
 	n := newTestNet(t, 24)
-	nw := newTestNetwork(t, builtinConflist(n))
+	nw := newTestNetworkExec(t, builtinConflist(n), execBuiltin)
 	if target, err := os.Readlink(filepath.Join(nw.cfg.PluginDir, PluginName)); err != nil || target != nw.cfg.Executable {
 		t.Fatalf("plugin link -> %q, %v; want %s", target, err, nw.cfg.Executable)
 	}
 	if err := nw.Status(context.Background()); err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	setupTwoPods(t, nw)
+	setupTwoPods(t, nw, true)
 	assertNoLeaks(t, n)
 }
 
@@ -129,7 +149,7 @@ func TestNetworkDebianBridgePlugin(t *testing.T) {
 			},
 		}},
 	})
-	ipA, ipB := setupTwoPods(t, nw)
+	ipA, ipB := setupTwoPods(t, nw, false)
 	for _, ip := range []string{ipA, ipB} {
 		if !subnet.Contains(net.ParseIP(ip)) {
 			t.Errorf("pod IP %s outside %s", ip, subnet)
@@ -151,11 +171,28 @@ func TestNetworkDebianBridgePlugin(t *testing.T) {
 // bridge + host-local for reference.
 func BenchmarkAddDel(b *testing.B) {
 	requireRoot(b)
-	b.Run("navarch-bridge", func(b *testing.B) {
+	b.Run("navarch-bridge-libcni-in-process", func(b *testing.B) {
 		n := newTestNet(b, 24)
 		benchAddDel(b, newTestNetwork(b, builtinConflist(n)))
 	})
-	b.Run("navarch-bridge-in-process", func(b *testing.B) {
+	b.Run("navarch-bridge-libcni-exec-test-binary", func(b *testing.B) {
+		n := newTestNet(b, 24)
+		benchAddDel(b, newTestNetworkExec(b, builtinConflist(n), true))
+	})
+	// NAVARCH_BIN=path/to/navarch measures the real binary as the plugin
+	// (its start-up includes the bundled kubectl's package initialisers).
+	if bin := os.Getenv("NAVARCH_BIN"); bin != "" {
+		b.Run("navarch-bridge-libcni-exec-navarch-binary", func(b *testing.B) {
+			n := newTestNet(b, 24)
+			nw := newTestNetwork(b, builtinConflist(n))
+			nw, err := New(Config{ConfDir: nw.cfg.ConfDir, PluginDir: filepath.Join(b.TempDir(), "bin"), CacheDir: nw.cfg.CacheDir, Executable: bin, ExecBuiltin: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchAddDel(b, nw)
+		})
+	}
+	b.Run("navarch-bridge-direct-call", func(b *testing.B) {
 		n := newTestNet(b, 24)
 		ns := newNetns(b)
 		b.ResetTimer()
@@ -168,7 +205,7 @@ func BenchmarkAddDel(b *testing.B) {
 			}
 		}
 	})
-	b.Run("debian-bridge", func(b *testing.B) {
+	b.Run("debian-bridge-libcni-exec", func(b *testing.B) {
 		if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
 			b.Skip("Debian's containernetworking-plugins not installed")
 		}
@@ -193,13 +230,17 @@ func BenchmarkAddDel(b *testing.B) {
 func benchAddDel(b *testing.B, nw *Network) {
 	ctx := context.Background()
 	ns := newNetns(b)
+	var addTime time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		start := time.Now()
 		if _, err := nw.Setup(ctx, "bench", ns, "default", "bench"); err != nil {
 			b.Fatal(err)
 		}
+		addTime += time.Since(start)
 		if err := nw.Teardown(ctx, "bench", ns, "default", "bench"); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(addTime.Seconds()*1000/float64(b.N), "add-ms/op")
 }
