@@ -110,10 +110,15 @@ func (a *allocator) allocations() (map[string]string, error) {
 	return out, nil
 }
 
-// Allocate returns the address held by containerID/ifName, or reserves the
-// next free one after the last reserved (round robin, so a released address
-// is not handed out again at once).
-func (a *allocator) Allocate(containerID, ifName string) (net.IP, error) {
+// Allocate returns the address held by containerID/ifName (fresh false), or
+// reserves the next free one after the last reserved (round robin, so a
+// released address is not handed out again at once).
+func (a *allocator) Allocate(containerID, ifName string) (ip net.IP, fresh bool, err error) {
+	ip, err = a.allocate(containerID, ifName, &fresh)
+	return ip, fresh, err
+}
+
+func (a *allocator) allocate(containerID, ifName string, fresh *bool) (net.IP, error) {
 	first, last, err := hostRange(a.subnet)
 	if err != nil {
 		return nil, err
@@ -134,6 +139,7 @@ func (a *allocator) Allocate(containerID, ifName string) (net.IP, error) {
 			return net.ParseIP(ip).To4(), nil
 		}
 	}
+	*fresh = true
 
 	start := first
 	if b, err := os.ReadFile(filepath.Join(a.dir, lastReservedFile)); err == nil {

@@ -40,16 +40,16 @@ func ipFiles(t *testing.T, dir string) []string {
 func TestIPAMAllocateRelease(t *testing.T) {
 	dir := t.TempDir()
 	a := newAllocator("net1", dir, mustCIDR(t, "10.42.0.0/24"))
-	ip1, err := a.Allocate("c1", "eth0")
-	if err != nil {
-		t.Fatal(err)
+	ip1, fresh, err := a.Allocate("c1", "eth0")
+	if err != nil || !fresh {
+		t.Fatal(fresh, err)
 	}
 	if ip1.String() != "10.42.0.2" {
 		t.Fatalf("first pod IP %s, want 10.42.0.2 (10.42.0.1 is the gateway)", ip1)
 	}
-	again, err := a.Allocate("c1", "eth0")
-	if err != nil || !again.Equal(ip1) {
-		t.Fatalf("second ADD of the same attachment gave %s, %v; want %s", again, err, ip1)
+	again, fresh, err := a.Allocate("c1", "eth0")
+	if err != nil || !again.Equal(ip1) || fresh {
+		t.Fatalf("second ADD of the same attachment gave %s (fresh %v), %v; want %s", again, fresh, err, ip1)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "net1", ip1.String()))
 	if err != nil || string(b) != "c1\neth0\n" {
@@ -62,7 +62,7 @@ func TestIPAMAllocateRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	a2 := newAllocator("net1", dir, mustCIDR(t, "10.42.0.0/24"))
-	ip2, err := a2.Allocate("c2", "eth0")
+	ip2, _, err := a2.Allocate("c2", "eth0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestIPAMAllocateRelease(t *testing.T) {
 		t.Fatalf("allocations after release: %v, want only %s", files, ip2)
 	}
 	// Round robin: the address just released is not the next one handed out.
-	ip3, err := a2.Allocate("c3", "eth0")
+	ip3, _, err := a2.Allocate("c3", "eth0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +97,10 @@ func TestIPAMAllocateRelease(t *testing.T) {
 
 func TestIPAMExhausted(t *testing.T) {
 	a := newAllocator("small", t.TempDir(), mustCIDR(t, "10.9.9.0/30"))
-	if _, err := a.Allocate("c1", "eth0"); err != nil {
+	if _, _, err := a.Allocate("c1", "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := a.Allocate("c2", "eth0")
+	_, _, err := a.Allocate("c2", "eth0")
 	var cniErr *types.Error
 	if !errors.As(err, &cniErr) || cniErr.Code != ErrNoFreeIP || !strings.Contains(cniErr.Msg, "no free IP address in 10.9.9.0/30") {
 		t.Fatalf("ADD on a full /30: %v; want CNI error %d naming the subnet", err, ErrNoFreeIP)
@@ -108,7 +108,7 @@ func TestIPAMExhausted(t *testing.T) {
 	if err := a.Release("c1", "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	if ip, err := a.Allocate("c2", "eth0"); err != nil || ip.String() != "10.9.9.2" {
+	if ip, _, err := a.Allocate("c2", "eth0"); err != nil || ip.String() != "10.9.9.2" {
 		t.Fatalf("after release: %s, %v", ip, err)
 	}
 }
@@ -125,7 +125,7 @@ func TestIPAMConcurrent(t *testing.T) {
 			defer wg.Done()
 			// Each its own allocator, as separate plugin processes are.
 			a := newAllocator("conc", dir, mustCIDR(t, "10.42.0.0/26"))
-			ip, err := a.Allocate(fmt.Sprintf("c%d", i), "eth0")
+			ip, _, err := a.Allocate(fmt.Sprintf("c%d", i), "eth0")
 			ips[i], errs[i] = ip.String(), err
 		}()
 	}
@@ -149,7 +149,7 @@ func TestIPAMGC(t *testing.T) {
 	dir := t.TempDir()
 	a := newAllocator("gc", dir, mustCIDR(t, "10.42.0.0/24"))
 	for _, id := range []string{"keep", "drop1", "drop2"} {
-		if _, err := a.Allocate(id, "eth0"); err != nil {
+		if _, _, err := a.Allocate(id, "eth0"); err != nil {
 			t.Fatal(err)
 		}
 	}

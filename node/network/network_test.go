@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,4 +244,56 @@ func benchAddDel(b *testing.B, nw *Network) {
 		}
 	}
 	b.ReportMetric(addTime.Seconds()*1000/float64(b.N), "add-ms/op")
+}
+
+// The kubelet sets pods up concurrently; the built-in plugin then runs in
+// the agent's process, so concurrent in-process ADDs must not collide.
+func TestNetworkConcurrentSetupInProcess(t *testing.T) {
+	requireRoot(t)
+	n := newTestNet(t, 24)
+	nw := newTestNetwork(t, builtinConflist(n))
+	ctx := context.Background()
+	const pods = 20
+	nss := make([]string, pods)
+	for i := range nss {
+		nss[i] = newNetns(t)
+	}
+	ips := make([]string, pods)
+	errs := make([]error, pods)
+	var wg sync.WaitGroup
+	for i := 0; i < pods; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ips[i], errs[i] = nw.Setup(ctx, fmt.Sprintf("sandbox-%d", i), nss[i], "default", fmt.Sprintf("pod-%d", i))
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for i := range ips {
+		if errs[i] != nil {
+			t.Fatalf("pod-%d: %v", i, errs[i])
+		}
+		if j, dup := seen[ips[i]]; dup {
+			t.Fatalf("pod-%d and pod-%d both got %s", i, j, ips[i])
+		}
+		seen[ips[i]] = i
+	}
+	if seen := peerSeen(t, nss[0], ips[0], nss[pods-1]); seen != ips[pods-1] {
+		t.Fatalf("pod-0 saw pod-%d from %q, want %s", pods-1, seen, ips[pods-1])
+	}
+	for i := 0; i < pods; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = nw.Teardown(ctx, fmt.Sprintf("sandbox-%d", i), nss[i], "default", fmt.Sprintf("pod-%d", i))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Teardown pod-%d: %v", i, err)
+		}
+	}
+	assertNoLeaks(t, n)
 }

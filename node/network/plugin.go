@@ -112,13 +112,15 @@ func add(args *skel.CmdArgs) (*PluginConf, *types100.Result, error) {
 		return nil, nil, err
 	}
 	alloc := newAllocator(conf.Name, conf.DataDir, conf.subnet)
-	ip, err := alloc.Allocate(args.ContainerID, args.IfName)
+	ip, fresh, err := alloc.Allocate(args.ContainerID, args.IfName)
 	if err != nil {
 		return nil, nil, err
 	}
 	done := false
 	defer func() {
-		if !done {
+		// An address this ADD did not reserve belongs to an earlier ADD of
+		// the same attachment, which may be working.
+		if !done && fresh {
 			_ = alloc.Release(args.ContainerID, args.IfName)
 		}
 	}()

@@ -117,6 +117,14 @@ func TestPluginTwoPods(t *testing.T) {
 		t.Fatalf("masquerade rules: %d, %v; want 1", len(rules), err)
 	}
 
+	// A repeated ADD of a working pod fails and leaves the pod as it was.
+	if _, _, err := add(n.args(t, "pod-a", nsA)); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second ADD of pod-a: %v, want an error", err)
+	}
+	if ip, _ := newAllocator(n.name, n.dataDir, n.subnet).Lookup("pod-a", "eth0"); ip.String() != ipA {
+		t.Fatalf("after a failed repeated ADD pod-a holds %v, want %s", ip, ipA)
+	}
+
 	// CHECK passes with the result ADD gave.
 	prev, _ := json.Marshal(resA)
 	var prevMap map[string]any
