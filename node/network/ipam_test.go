@@ -206,7 +206,7 @@ func TestWriteDefaultConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"type": "navarch-bridge"`, `"subnet": "10.42.3.0/24"`, `"clusterCIDR": "10.42.0.0/16"`, `"bridge": "navarch0"`, `"cniVersion": "1.0.0"`} {
+	for _, want := range []string{`"type": "navarch-bridge"`, `"subnet": "10.42.3.0/24"`, `"clusterCIDR": "10.42.0.0/16"`, `"bridge": "navarch0"`, `"cniVersion": "1.1.0"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("default config lacks %s:\n%s", want, b)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
 
@@ -252,6 +253,25 @@ func (n *Network) Status(ctx context.Context) error {
 	return nil
 }
 
+// GC tears down every attachment of the network whose sandbox is not in
+// sandboxIDs (those libcni's cache knows, as DEL), then asks the plugins to
+// drop what they still hold for others (CNI GC, configs of spec 1.1.0 and
+// later): what a crash between a sandbox's removal and its Teardown leaks.
+func (n *Network) GC(ctx context.Context, sandboxIDs []string) error {
+	list, err := n.load()
+	if err != nil {
+		return err
+	}
+	args := &libcni.GCArgs{}
+	for _, id := range sandboxIDs {
+		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: n.cfg.IfName})
+	}
+	if err := n.cni.GCNetworkList(ctx, list, args); err != nil {
+		return fmt.Errorf("network %q: gc: %w", list.Name, err)
+	}
+	return nil
+}
+
 // DefaultConfig is the configuration list of the built-in plugin for a
 // node's podCIDR within the cluster's clusterCIDR (empty: the podCIDR).
 func DefaultConfig(podCIDR, clusterCIDR string) ([]byte, error) {
@@ -265,7 +285,8 @@ func DefaultConfig(podCIDR, clusterCIDR string) ([]byte, error) {
 		plugin["clusterCIDR"] = clusterCIDR
 	}
 	list := map[string]any{
-		"cniVersion": "1.0.0",
+		// 1.1.0 for STATUS and GC; the plugin answers 1.0.0 and 0.4.0 too.
+		"cniVersion": "1.1.0",
 		"name":       DefaultNetworkName,
 		"plugins":    []any{plugin},
 	}
@@ -274,7 +295,7 @@ func DefaultConfig(podCIDR, clusterCIDR string) ([]byte, error) {
 		return nil, err
 	}
 	// Validate as the plugin will.
-	pc, _ := json.Marshal(map[string]any{"name": DefaultNetworkName, "cniVersion": "1.0.0", "type": PluginName, "subnet": podCIDR, "clusterCIDR": clusterCIDR})
+	pc, _ := json.Marshal(map[string]any{"name": DefaultNetworkName, "cniVersion": "1.1.0", "type": PluginName, "subnet": podCIDR, "clusterCIDR": clusterCIDR})
 	if _, err := parseConf(pc); err != nil {
 		return nil, err
 	}

@@ -297,3 +297,43 @@ func TestNetworkConcurrentSetupInProcess(t *testing.T) {
 	}
 	assertNoLeaks(t, n)
 }
+
+// GC after a crash: the sandbox the runtime still knows keeps its network,
+// the other loses its veth and address.
+func TestNetworkGC(t *testing.T) {
+	requireRoot(t)
+	n := newTestNet(t, 24)
+	conf := builtinConflist(n)
+	conf["cniVersion"] = "1.1.0"
+	nw := newTestNetwork(t, conf)
+	ctx := context.Background()
+	nsA, nsB := newNetns(t), newNetns(t)
+	ipA, err := nw.Setup(ctx, "sandbox-a", nsA, "default", "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nw.Setup(ctx, "sandbox-b", nsB, "default", "pod-b"); err != nil {
+		t.Fatal(err)
+	}
+	// An allocation libcni's cache does not know (a crash between the
+	// plugin's ADD and the cache write): only the plugin's GC can drop it.
+	if _, _, err := newAllocator(n.name, n.dataDir, n.subnet).Allocate("ghost", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nw.GC(ctx, []string{"sandbox-a"}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if files := ipFiles(t, n.ipamDir()); len(files) != 1 || files[0] != ipA {
+		t.Fatalf("allocations after GC: %v, want only %s", files, ipA)
+	}
+	if _, err := netlink.LinkByName(hostVethName(n.name, "sandbox-b", "eth0")); err == nil {
+		t.Fatal("GC left sandbox-b's veth")
+	}
+	if err := nw.Check(ctx, "sandbox-a", nsA, "default", "pod-a"); err != nil {
+		t.Fatalf("sandbox-a after GC: %v", err)
+	}
+	if err := nw.Teardown(ctx, "sandbox-a", nsA, "default", "pod-a"); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeaks(t, n)
+}
