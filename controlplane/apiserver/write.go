@@ -203,12 +203,21 @@ type transform func(current runtime.Object) (runtime.Object, error)
 func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name string, mode updateMode, dry bool, fn transform) (runtime.Object, error) {
 	key := s.key(res, ns, name)
 	for attempt := 0; ; attempt++ {
-		current, revision, err := s.load(ctx, res, key)
-		if err != nil {
-			return nil, statusError(err, res, name)
+		// The first try starts from the watch cache's copy (see cached);
+		// a try that would end without writing is made again from the
+		// store, so that no answer rests on a stale copy.
+		current, revision, cached := s.cached(ctx, res, key, attempt)
+		if !cached {
+			var err error
+			if current, revision, err = s.load(ctx, res, key); err != nil {
+				return nil, statusError(err, res, name)
+			}
 		}
 		obj, err := fn(current.DeepCopyObject())
 		if err != nil {
+			if cached {
+				continue
+			}
 			return nil, err
 		}
 		m, err := meta.Accessor(obj)
@@ -217,6 +226,9 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 		}
 		precondition := m.GetResourceVersion()
 		if precondition != "" && precondition != strconv.FormatInt(revision, 10) {
+			if cached {
+				continue
+			}
 			return nil, statusError(storage.ErrConflict, res, name)
 		}
 		// An update without a version is unconditional: it applies to the
@@ -232,10 +244,16 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 			m.SetNamespace(ns)
 		}
 		if uid := m.GetUID(); uid != "" && uid != current.(metav1.Object).GetUID() {
+			if cached {
+				continue
+			}
 			return nil, apierrors.NewConflict(res.GVR().GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, current.(metav1.Object).GetUID()))
 		}
 		obj, err = s.prepareUpdate(res, mode, obj, current)
 		if err != nil {
+			if cached {
+				continue
+			}
 			return nil, err
 		}
 		m, _ = meta.Accessor(obj)
@@ -244,6 +262,9 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 			return nil, err
 		}
 		old, _ := s.encode(res, current)
+		if (string(data) == string(old) || dry) && cached {
+			continue
+		}
 		if string(data) == string(old) || dry {
 			// Nothing changed: upstream writes nothing and keeps the version.
 			m.SetResourceVersion(strconv.FormatInt(revision, 10))
@@ -256,7 +277,7 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 				s.afterDelete(ctx, res, obj)
 				return obj, nil
 			}
-			if errors.Is(err, storage.ErrConflict) && precondition == "" && attempt < maxUpdateRetries {
+			if errors.Is(err, storage.ErrConflict) && (cached || precondition == "" && attempt < maxUpdateRetries) {
 				continue
 			}
 			return nil, statusError(err, res, name)
@@ -265,6 +286,9 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 		h := s.hooks(res)
 		if h != nil && mode == updateMain {
 			if undo, err = h.BeforeUpdate(ctx, obj, current); err != nil {
+				if cached {
+					continue
+				}
 				return nil, err
 			}
 			if data, err = s.encode(res, obj); err != nil {
@@ -275,7 +299,7 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 		rev, err := s.store.Update(ctx, key, data, revision)
 		if err != nil {
 			undo()
-			if errors.Is(err, storage.ErrConflict) && precondition == "" && attempt < maxUpdateRetries {
+			if errors.Is(err, storage.ErrConflict) && (cached || precondition == "" && attempt < maxUpdateRetries) {
 				continue
 			}
 			return nil, statusError(err, res, name)
@@ -287,6 +311,28 @@ func (s *Server) Update(ctx context.Context, res *registry.Resource, ns, name st
 		m.SetResourceVersion(strconv.FormatInt(rev, 10))
 		return obj, nil
 	}
+}
+
+// cached returns a private copy of the watch cache's object at key and its
+// revision, for the first try of a write (attempt 0), as upstream's
+// GuaranteedUpdate starts from its cache: reading and decoding the object
+// from the store cost as much as the write itself. A stale copy cannot do
+// harm: the store refuses the write by its revision precondition, and the
+// callers decide again from the store whatever they would answer without
+// writing. ok is false when the cache cannot serve (a later attempt, no
+// entry, a resource stored as another version).
+func (s *Server) cached(ctx context.Context, res *registry.Resource, key string, attempt int) (obj runtime.Object, revision int64, ok bool) {
+	if attempt > 0 || res.StoredAs != nil {
+		return nil, 0, false
+	}
+	if err := s.waitForVersion(ctx, ""); err != nil {
+		return nil, 0, false
+	}
+	e, _ := s.cache.Get(s.caches[res], key)
+	if e == nil || e.Object == nil {
+		return nil, 0, false
+	}
+	return e.Object.DeepCopyObject(), e.Revision, true
 }
 
 // namespaceFinalizing reports a namespace whose content is still being
@@ -521,12 +567,21 @@ func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name st
 	dry := len(opts.DryRun) > 0
 	key := s.key(res, ns, name)
 	for attempt := 0; ; attempt++ {
-		current, revision, err := s.load(ctx, res, key)
-		if err != nil {
-			return nil, statusError(err, res, name)
+		// As in Update: the cache's copy first, the store's for any answer
+		// that writes nothing.
+		current, revision, cached := s.cached(ctx, res, key, attempt)
+		if !cached {
+			var err error
+			if current, revision, err = s.load(ctx, res, key); err != nil {
+				return nil, statusError(err, res, name)
+			}
 		}
 		obj := current.DeepCopyObject()
 		m, _ := meta.Accessor(obj)
+		if pc := opts.Preconditions; pc != nil && cached &&
+			(pc.UID != nil && *pc.UID != m.GetUID() || pc.ResourceVersion != nil && *pc.ResourceVersion != m.GetResourceVersion()) {
+			continue
+		}
 		if pc := opts.Preconditions; pc != nil {
 			if pc.UID != nil && *pc.UID != m.GetUID() {
 				return nil, apierrors.NewConflict(res.GVR().GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *pc.UID, m.GetUID()))
@@ -537,6 +592,9 @@ func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name st
 		}
 		graceful, changed := startDeletion(obj, m, opts)
 		if graceful {
+			if (dry || !changed) && cached {
+				continue
+			}
 			if dry || !changed {
 				return obj, nil
 			}
@@ -545,7 +603,7 @@ func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name st
 				return nil, err
 			}
 			rev, err := s.store.Update(ctx, key, data, revision)
-			if errors.Is(err, storage.ErrConflict) && attempt < maxUpdateRetries {
+			if errors.Is(err, storage.ErrConflict) && (cached || attempt < maxUpdateRetries) {
 				continue
 			}
 			if err != nil {
@@ -555,11 +613,14 @@ func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name st
 			m.SetResourceVersion(strconv.FormatInt(rev, 10))
 			return obj, nil
 		}
+		if dry && cached {
+			continue
+		}
 		if dry {
 			return obj, nil
 		}
 		rev, err := s.store.Delete(ctx, key, revision)
-		if errors.Is(err, storage.ErrConflict) && attempt < maxUpdateRetries {
+		if errors.Is(err, storage.ErrConflict) && (cached || attempt < maxUpdateRetries) {
 			continue
 		}
 		if err != nil {
