@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -373,5 +374,29 @@ func TestWatchFromCompactedVersionIsGone(t *testing.T) {
 	}
 	if n := len(inf.GetStore().ListKeys()); n != 6 {
 		t.Fatalf("informer holds %d config maps, want 6", n)
+	}
+}
+
+// TestSystemNamespacesCannotBeDeleted checks upstream's NamespaceLifecycle
+// rule: default, kube-system and kube-public are refused with 403, other
+// namespaces are not.
+func TestSystemNamespacesCannotBeDeleted(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	nss := s.client.CoreV1().Namespaces()
+	for _, name := range []string{"default", "kube-system", "kube-public"} {
+		if _, err := nss.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		err := nss.Delete(ctx, name, metav1.DeleteOptions{})
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "this namespace may not be deleted") {
+			t.Errorf("delete namespace %s: got %v, want Forbidden: this namespace may not be deleted", name, err)
+		}
+		if _, err := nss.Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("namespace %s after a refused delete: %v", name, err)
+		}
+	}
+	if err := nss.Delete(ctx, "test", metav1.DeleteOptions{}); err != nil {
+		t.Errorf("delete of an ordinary namespace: %v", err)
 	}
 }

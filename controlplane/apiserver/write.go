@@ -174,6 +174,16 @@ func (s *Server) admitCreate(ctx context.Context, res *registry.Resource, m meta
 	return nil
 }
 
+// immortalNamespace reports the namespaces the cluster itself needs, which
+// upstream's NamespaceLifecycle admission refuses to delete.
+func immortalNamespace(name string) bool {
+	switch name {
+	case metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic:
+		return true
+	}
+	return false
+}
+
 // updateMode says which part of an object an update may change.
 type updateMode int
 
@@ -564,6 +574,9 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, req request) {
 // a namespace, a pod on a node, or a delete with foreground or orphan
 // propagation gets a deletionTimestamp and is removed when its finalizers are.
 func (s *Server) Delete(ctx context.Context, res *registry.Resource, ns, name string, opts metav1.DeleteOptions) (runtime.Object, error) {
+	if res.Group == "" && res.Plural == "namespaces" && immortalNamespace(name) {
+		return nil, apierrors.NewForbidden(res.GVR().GroupResource(), name, fmt.Errorf("this namespace may not be deleted"))
+	}
 	dry := len(opts.DryRun) > 0
 	key := s.key(res, ns, name)
 	for attempt := 0; ; attempt++ {
