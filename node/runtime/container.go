@@ -230,7 +230,9 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		return nil, status.Errorf(codes.FailedPrecondition, "container %s is %s, not created", c.ID, st)
 	}
 	started := time.Now().UnixNano()
-	if err := s.runc(ctx, nil, "start", c.ID); err != nil {
+	err = s.runc(ctx, nil, "start", c.ID)
+	s.markStartDone(c)
+	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", c.ID, err)
 	}
 	s.mu.Lock()
@@ -240,6 +242,12 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		return nil, fmt.Errorf("container %s: %w", c.ID, err)
 	}
 	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// markStartDone tells the shim that no `runc start` runs any more, so it may
+// delete the runc container once the process has exited.
+func (s *Server) markStartDone(c *container) {
+	_ = os.WriteFile(filepath.Join(s.containerDir(c.ID), startDoneFile), nil, 0o600)
 }
 
 // runc runs one runc command against the runtime's state root.
@@ -276,6 +284,9 @@ func (s *Server) stopContainer(c *container, grace time.Duration) error {
 		if s.waitExit(c, grace) {
 			return nil
 		}
+	}
+	if st == runtimeapi.ContainerState_CONTAINER_CREATED {
+		s.markStartDone(c)
 	}
 	_ = s.runc(context.Background(), nil, "kill", c.ID, "KILL")
 	if !s.waitExit(c, 10*time.Second) {

@@ -32,6 +32,10 @@ import (
 // The runtime talks to it only through files and signals (SIGUSR1: reopen
 // the log), never a connection, so either side may restart.
 
+// startDoneFile is created by the runtime once `runc start` has returned, or
+// once it knows no start will come (a stop before start).
+const startDoneFile = "start-done"
+
 // exitRecord is what the shim writes to exit.json when the container ends.
 type exitRecord struct {
 	ExitCode   int32  `json:"exitCode"`
@@ -171,6 +175,15 @@ func shimContainer(args []string) error {
 	case <-time.After(2 * time.Second):
 	}
 	rec.OOMKilled = oomKilled(*cgroup)
+	// A process that exits at once may do so while `runc start` is still
+	// cleaning up; deleting the runc container under it would fail the
+	// start. The runtime marks when no start is in flight any more.
+	for i := 0; i < 1000; i++ {
+		if _, err := os.Stat(filepath.Join(*dir, startDoneFile)); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	del := exec.Command(*runc, "--root", *root, "delete", "--force", *id)
 	if out, err := del.CombinedOutput(); err != nil {
 		rec.Message = fmt.Sprintf("runc delete: %v: %s", err, bytes.TrimSpace(out))
