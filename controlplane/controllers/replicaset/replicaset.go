@@ -118,7 +118,18 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.queue.Add(kind + "/" + m.GetNamespace() + "/" + m.GetName())
 			}
 		}
-		return cache.ResourceEventHandlerFuncs{AddFunc: add, UpdateFunc: func(_, o interface{}) { add(o) }}
+		return cache.ResourceEventHandlerFuncs{AddFunc: add, UpdateFunc: func(old, o interface{}) {
+			// The owner's own status writes come back as updates; syncing
+			// at once on each would walk all its pods per status write.
+			if a, errA := metaOf(old); errA == nil {
+				if b, errB := metaOf(o); errB == nil && a.GetGeneration() == b.GetGeneration() &&
+					a.GetDeletionTimestamp().Equal(b.GetDeletionTimestamp()) {
+					c.queue.AddAfter(kind+"/"+b.GetNamespace()+"/"+b.GetName(), statusBatch)
+					return
+				}
+			}
+			add(o)
+		}}
 	}
 	rsInf.Informer().AddEventHandler(enqueueOwner("ReplicaSet"))
 	rcInf.Informer().AddEventHandler(enqueueOwner("ReplicationController"))
