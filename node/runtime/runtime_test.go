@@ -405,6 +405,15 @@ func TestShareProcessNamespace(t *testing.T) {
 	if ps := e.mustExec(ida, "ps"); !strings.Contains(ps, "sleep 302") {
 		t.Errorf("container a does not see b's process:\n%s", ps)
 	}
+	if _, err := e.rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if p := processesMentioning([]string{sb, ida, idb}); len(p) != 0 {
+			return fmt.Errorf("processes left: %v", p)
+		}
+		return nil
+	})
 }
 
 var criLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$`)
@@ -537,13 +546,15 @@ func TestMemoryLimitOOMKilled(t *testing.T) {
 
 	// The limits land in the container's cgroup (v1 paths under our parent).
 	limited := ctrConfig("limited", "sleep", "300")
-	limited.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 256, CpuQuota: 20000, CpuPeriod: 100000}}
+	limited.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 256, CpuQuota: 20000, CpuPeriod: 100000,
+		Unified: map[string]string{"pids.max": "100"}}}
 	lid := e.run(sb, cfg, limited)
 	cg := filepath.Join(e.cgroupParent, lid)
 	for file, want := range map[string]string{
 		"/sys/fs/cgroup/memory" + cg + "/memory.limit_in_bytes": fmt.Sprint(64 << 20),
 		"/sys/fs/cgroup/cpu" + cg + "/cpu.shares":               "256",
 		"/sys/fs/cgroup/cpu" + cg + "/cpu.cfs_quota_us":         "20000",
+		"/sys/fs/cgroup/pids" + cg + "/pids.max":                "100",
 	} {
 		if b, err := os.ReadFile(file); err != nil || strings.TrimSpace(string(b)) != want {
 			t.Errorf("%s = %q (%v), want %s", file, b, err, want)
@@ -558,6 +569,19 @@ func TestMemoryLimitOOMKilled(t *testing.T) {
 	}
 	if got := e.status(lid).Resources.GetLinux().GetMemoryLimitInBytes(); got != 128<<20 {
 		t.Errorf("status resources memory = %d after update", got)
+	}
+	stats, err := e.rt.ListContainerStats(context.Background(), &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: sb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.Stats) != 1 || stats.Stats[0].Attributes.Id != lid {
+		t.Fatalf("stats of running containers: %v, want only %s", stats.Stats, lid)
+	}
+	if m := stats.Stats[0].Memory; m.GetUsageBytes().GetValue() == 0 || m.GetWorkingSetBytes() == nil {
+		t.Errorf("memory stats = %v", m)
+	}
+	if stats.Stats[0].Cpu.GetUsageCoreNanoSeconds().GetValue() == 0 {
+		t.Errorf("cpu stats = %v", stats.Stats[0].Cpu)
 	}
 }
 
@@ -690,6 +714,19 @@ func TestRestartReadoptsRunningContainer(t *testing.T) {
 	eventually(t, 10*time.Second, func() error {
 		if n := lines(); n <= after {
 			return fmt.Errorf("log stuck at %d lines after restart", n)
+		}
+		return nil
+	})
+	// The kubelet rotates by renaming the file and asking for a reopen.
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.ReopenContainerLog(context.Background(), &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := lines(); n < 1 {
+			return fmt.Errorf("nothing written to the reopened log")
 		}
 		return nil
 	})

@@ -56,6 +56,9 @@ type Config struct {
 	// CgroupParent is the cgroup (v1 path, the same in every hierarchy) under
 	// which containers are placed when the sandbox names none; "" is /navarch.
 	CgroupParent string
+	// PidsLimit caps each container's process count (pids.max) unless its
+	// resources say otherwise (unified "pids.max"); 0 is no limit.
+	PidsLimit int64
 	// NetworkSetup attaches a new sandbox's network namespace to the pod
 	// network and returns the pod's IP; nil leaves the pod with loopback only.
 	NetworkSetup func(ctx context.Context, sandboxID, netnsPath string, config *runtimeapi.PodSandboxConfig) (ip string, err error)

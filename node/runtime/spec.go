@@ -342,6 +342,9 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 	default:
 		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace})
 	}
+	if linux.Resources.Pids == nil && s.cfg.PidsLimit > 0 {
+		linux.Resources.Pids = &specs.LinuxPids{Limit: s.cfg.PidsLimit}
+	}
 	if sc.GetPrivileged() {
 		linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 	} else {
