@@ -104,6 +104,11 @@ func (e *testEnv) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// NAVARCH_RUNTIME_SHIM names a built navarch binary to use as the shim
+	// instead of this test program, to try `navarch runtime-shim` itself.
+	if bin := os.Getenv("NAVARCH_RUNTIME_SHIM"); bin != "" {
+		self = bin
+	}
 	cfg := Config{StateDir: e.state, ShimBinary: self, Images: testImages, CgroupParent: e.cgroupParent}
 	if e.configure != nil {
 		e.configure(&cfg)

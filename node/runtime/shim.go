@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +56,7 @@ func ShimMain(args []string) int {
 	case "pause":
 		return pauseMain()
 	case "container":
+		goruntime.GOMAXPROCS(1)
 		if err := shimContainer(args[1:]); err != nil {
 			fmt.Fprintf(os.Stderr, "runtime-shim: %v\n", err)
 			return 1
@@ -142,6 +145,9 @@ func shimContainer(args []string) error {
 	go func() { defer copiers.Done(); lw.copy("stderr", errR) }()
 	fmt.Fprint(ready, "ok")
 	ready.Close()
+	// One shim per container: hand back what the binary's package
+	// initialisers allocated, which the shim never uses again.
+	debug.FreeOSMemory()
 
 	var code int32
 	for {
