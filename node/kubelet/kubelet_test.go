@@ -1,0 +1,441 @@
+package kubelet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
+	"github.com/navarch/navarch/node/network"
+	noderuntime "github.com/navarch/navarch/node/runtime"
+)
+
+// TestMain lets the test binary be the runtime's shim and the CNI plugin,
+// as the navarch binary is.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "runtime-shim" {
+		os.Exit(noderuntime.ShimMain(os.Args[2:]))
+	}
+	if filepath.Base(os.Args[0]) == network.PluginName {
+		os.Exit(network.PluginMain("navarch-bridge (kubelet test binary)"))
+	}
+	os.Exit(m.Run())
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// testserverImage builds the test server and packs it as make images does,
+// returning the OCI tarball.
+func testserverImage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "testserver")
+	build := exec.Command("go", "build", "-o", bin, "../../test/images/testserver")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build testserver: %v\n%s", err, out)
+	}
+	pack := exec.Command("go", "run", "../../test/images/pack", "-out", dir, "-testserver", bin, "-busybox", "")
+	if out, err := pack.CombinedOutput(); err != nil {
+		t.Fatalf("pack: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "testserver.tar")
+}
+
+// freeSubnet picks a 10.2xx.y.0/24 no host interface is on.
+func freeSubnet(t *testing.T) (*net.IPNet, string) {
+	t.Helper()
+	addrs, _ := net.InterfaceAddrs()
+	for i := 0; i < 100; i++ {
+		b := make([]byte, 2)
+		_, _ = rand.Read(b)
+		_, n, _ := net.ParseCIDR(fmt.Sprintf("10.%d.%d.0/24", 200+int(b[0])%50, b[1]))
+		clash := false
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && (n.Contains(ipn.IP) || ipn.Contains(n.IP)) {
+				clash = true
+			}
+		}
+		if !clash {
+			return n, fmt.Sprintf("10.%d.0.0/16", n.IP[1])
+		}
+	}
+	t.Fatal("no free subnet")
+	return nil, ""
+}
+
+type testNode struct {
+	t       *testing.T
+	client  kubernetes.Interface
+	builtin *Builtin
+	dataDir string
+	bridge  string
+	netName string
+	subnet  *net.IPNet
+	node    string
+}
+
+// startNode runs an API server, the built-in runtime and a kubelet in this
+// process, and removes everything they made when the test ends.
+func startNode(t *testing.T) *testNode {
+	if os.Geteuid() != 0 {
+		t.Skip("kubelet tests need root (namespaces, mounts, cgroups, bridges)")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("kubelet tests need the runc binary in PATH")
+	}
+	image := testserverImage(t)
+	srv := apiservertest.Start(t)
+	subnet, cluster := freeSubnet(t)
+	n := &testNode{t: t, client: srv.Client, dataDir: t.TempDir(), bridge: "nvk" + randHex(4), subnet: subnet, node: "kubelet-test"}
+	n.netName = n.bridge
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgroupParent := "/navarch-kubelet-test-" + randHex(4)
+	b, err := NewBuiltin(BuiltinConfig{DataDir: n.dataDir, Bridge: n.bridge, NetworkName: n.netName, ClusterCIDR: cluster,
+		NoIPForward: true, CgroupParent: cgroupParent, ShimBinary: self})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.builtin = b
+	if _, err := b.Store.ImportFile(image); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.cleanup(cgroupParent) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx) }()
+	conn, err := grpc.NewClient("unix://"+b.Socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := New(Config{
+		Client: srv.Client, NodeName: n.node, DataDir: n.dataDir,
+		Runtime: runtimeapi.NewRuntimeServiceClient(conn), Images: runtimeapi.NewImageServiceClient(conn),
+		DefaultPodCIDR: subnet.String(), Version: "v1.34.0",
+		OnPodCIDR: func(cidr string) error { return b.SetPodCIDR(ctx, cidr) },
+		// Short, so that the test sees exits at once.
+		RelistInterval: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() {
+		apiservertest.Eventually(t, 10*time.Second, "runtime socket", func() error {
+			_, err := runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+			return err
+		})
+		ran <- k.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("kubelet: %v", err)
+		}
+		conn.Close()
+		if err := <-served; err != nil {
+			t.Errorf("runtime: %v", err)
+		}
+	})
+	return n
+}
+
+// cleanup removes whatever pods are left, then the bridge, the nftables
+// table and the cgroup parent the test made.
+func (n *testNode) cleanup(cgroupParent string) {
+	t := n.t
+	ctx := context.Background()
+	if sbs, err := n.builtin.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+		for _, sb := range sbs.Items {
+			if _, err := n.builtin.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+				t.Errorf("cleanup: sandbox %s: %v", sb.Id, err)
+			}
+		}
+	}
+	if l, err := netlink.LinkByName(n.bridge); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			t.Errorf("cleanup: bridge %s: %v", n.bridge, err)
+		}
+	}
+	if c, err := nftables.New(); err == nil {
+		tables, _ := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		for _, tb := range tables {
+			if tb.Name == "cni-"+n.netName {
+				c.DelTable(tb)
+				if err := c.Flush(); err != nil {
+					t.Errorf("cleanup: nftables table %s: %v", tb.Name, err)
+				}
+			}
+		}
+	}
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*")
+	hs = append(hs, "/sys/fs/cgroup")
+	for _, h := range hs {
+		_ = os.Remove(filepath.Join(h, cgroupParent))
+	}
+}
+
+// leftovers lists what of the pods remains on the node.
+func (n *testNode) leftovers() []string {
+	var out []string
+	ctx := context.Background()
+	sbs, _ := n.builtin.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	for _, sb := range sbs.GetItems() {
+		out = append(out, "sandbox "+sb.Id)
+	}
+	cs, _ := n.builtin.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	for _, c := range cs.GetContainers() {
+		out = append(out, "container "+c.Id)
+	}
+	if b, err := exec.Command("runc", "--root", filepath.Join(n.dataDir, "runtime", "runc"), "list", "-q").Output(); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		out = append(out, "runc containers: "+strings.TrimSpace(string(b)))
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, n.dataDir+"/runtime/") {
+				out = append(out, "mount "+l)
+			}
+		}
+	}
+	ports, _ := os.ReadDir("/sys/class/net/" + n.bridge + "/brif")
+	for _, p := range ports {
+		out = append(out, "veth "+p.Name())
+	}
+	ipam, _ := os.ReadDir(filepath.Join(n.dataDir, "network", "ipam", n.netName))
+	for _, e := range ipam {
+		if net.ParseIP(e.Name()) != nil {
+			out = append(out, "ip allocation "+e.Name())
+		}
+	}
+	pods, _ := os.ReadDir(filepath.Join(n.dataDir, "pods"))
+	for _, p := range pods {
+		out = append(out, "pod dir "+p.Name())
+	}
+	return out
+}
+
+func testPod(name string, restart corev1.RestartPolicy, args ...string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			NodeName: "kubelet-test", RestartPolicy: restart,
+			Containers: []corev1.Container{{
+				Name: "main", Image: "navarch.io/testserver:1", Args: args,
+				Env: []corev1.EnvVar{
+					{Name: "GREETING", Value: "hello"},
+					{Name: "MY_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "MY_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+					{Name: "COMBINED", Value: "$(GREETING)-$(MY_NAME)"},
+				},
+			}},
+		},
+	}
+}
+
+// createAndWait creates pod and returns it once a watch shows it in phase,
+// with the time that took.
+func (n *testNode) createAndWait(pod *corev1.Pod, phase corev1.PodPhase) (*corev1.Pod, time.Duration) {
+	t := n.t
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := n.client.CoreV1().Pods(pod.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + pod.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	start := time.Now()
+	if _, err := n.client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last *corev1.Pod
+	for ev := range w.ResultChan() {
+		if p, ok := ev.Object.(*corev1.Pod); ok {
+			last = p
+			if p.Status.Phase == phase {
+				return p, time.Since(start)
+			}
+		}
+	}
+	t.Fatalf("pod %s did not reach %s; last seen: %+v", pod.Name, phase, last.Status)
+	return nil, 0
+}
+
+func httpGet(url string) (string, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// deleteAndWait deletes the pod and returns the last status the kubelet
+// posted before the object went away.
+func (n *testNode) deleteAndWait(name string) *corev1.Pod {
+	t := n.t
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := n.client.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := n.client.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last *corev1.Pod
+	for ev := range w.ResultChan() {
+		p, ok := ev.Object.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		if ev.Type == watch.Deleted {
+			if _, err := n.client.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Fatalf("pod %s after its DELETED event: %v", name, err)
+			}
+			return last
+		}
+		last = p
+	}
+	t.Fatalf("pod %s was not deleted; last seen: %+v", name, last)
+	return nil
+}
+
+func TestKubeletRunsPods(t *testing.T) {
+	n := startNode(t)
+	ctx := context.Background()
+
+	apiservertest.Eventually(t, 20*time.Second, "node ready", func() error {
+		node, err := n.client.CoreV1().Nodes().Get(ctx, n.node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %+v", node.Status.Conditions)
+	})
+	node, _ := n.client.CoreV1().Nodes().Get(ctx, n.node, metav1.GetOptions{})
+	if node.Status.Capacity.Cpu().IsZero() || node.Status.Capacity.Memory().IsZero() || node.Status.Capacity.StorageEphemeral().IsZero() || node.Status.Capacity.Pods().Value() != 110 {
+		t.Errorf("node capacity %v", node.Status.Capacity)
+	}
+	if ni := node.Status.NodeInfo; !strings.HasPrefix(ni.ContainerRuntimeVersion, "navarch://") || ni.KernelVersion == "" || ni.OSImage == "" {
+		t.Errorf("node info %+v", ni)
+	}
+	if len(node.Status.Addresses) != 2 || node.Status.Addresses[0].Type != corev1.NodeInternalIP {
+		t.Errorf("node addresses %+v", node.Status.Addresses)
+	}
+	if _, err := n.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, n.node, metav1.GetOptions{}); err != nil {
+		t.Errorf("node lease: %v", err)
+	}
+
+	// A server pod: Running, with an address of the node's CIDR, reachable
+	// from the host, its env resolved.
+	web, took := n.createAndWait(testPod("web", corev1.RestartPolicyAlways), corev1.PodRunning)
+	t.Logf("pod web: create to Running %v", took)
+	ip := net.ParseIP(web.Status.PodIP)
+	if ip == nil || !n.subnet.Contains(ip) {
+		t.Fatalf("pod IP %q not in %s", web.Status.PodIP, n.subnet)
+	}
+	cs := web.Status.ContainerStatuses
+	if len(cs) != 1 || cs[0].State.Running == nil || !cs[0].Ready || !strings.HasPrefix(cs[0].ContainerID, "navarch://") || !strings.HasPrefix(cs[0].ImageID, "sha256:") {
+		t.Errorf("container statuses %+v", cs)
+	}
+	conds := map[corev1.PodConditionType]corev1.ConditionStatus{}
+	for _, c := range web.Status.Conditions {
+		conds[c.Type] = c.Status
+	}
+	for _, c := range []corev1.PodConditionType{corev1.PodScheduled, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady} {
+		if conds[c] != corev1.ConditionTrue {
+			t.Errorf("condition %s = %q", c, conds[c])
+		}
+	}
+	if web.Status.HostIP == "" || web.Status.StartTime == nil || web.Status.QOSClass != corev1.PodQOSBestEffort {
+		t.Errorf("status: hostIP %q startTime %v qos %q", web.Status.HostIP, web.Status.StartTime, web.Status.QOSClass)
+	}
+	var body string
+	apiservertest.Eventually(t, 10*time.Second, "GET /hostname", func() error {
+		var err error
+		body, err = httpGet("http://" + web.Status.PodIP + ":8080/hostname")
+		return err
+	})
+	if strings.TrimSpace(body) != "web" {
+		t.Errorf("/hostname = %q, want web", body)
+	}
+	env, err := httpGet("http://" + web.Status.PodIP + ":8080/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GREETING=hello", "MY_NAME=web", "MY_IP=" + web.Status.PodIP, "COMBINED=hello-web"} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("env lacks %s:\n%s", want, env)
+		}
+	}
+
+	// A container that exits 3 under restartPolicy Never fails the pod.
+	failed, _ := n.createAndWait(testPod("fail", corev1.RestartPolicyNever, "-exit-code", "3"), corev1.PodFailed)
+	if cs := failed.Status.ContainerStatuses; len(cs) != 1 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != 3 || cs[0].State.Terminated.Reason != "Error" || cs[0].RestartCount != 0 {
+		t.Errorf("failed pod's container statuses %+v", cs)
+	}
+
+	// Start-up latency of a few more pods, one at a time.
+	var lat []time.Duration
+	for i := 0; i < 3; i++ {
+		_, d := n.createAndWait(testPod(fmt.Sprintf("lat-%d", i), corev1.RestartPolicyAlways), corev1.PodRunning)
+		lat = append(lat, d)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("pod start latency (create to Running through a watch), sorted: %v", lat)
+
+	// Deletion: SIGTERM stops the server (it exits 0 at once), the kubelet
+	// posts the final status and deletes the object.
+	last := n.deleteAndWait("web")
+	if last == nil || len(last.Status.ContainerStatuses) != 1 || last.Status.ContainerStatuses[0].State.Terminated == nil || last.Status.ContainerStatuses[0].State.Terminated.ExitCode != 0 {
+		t.Errorf("last status before deletion: %+v", last)
+	} else if last.Status.Phase != corev1.PodSucceeded {
+		t.Errorf("deleted pod's final phase %q, want Succeeded", last.Status.Phase)
+	}
+	for _, name := range []string{"fail", "lat-0", "lat-1", "lat-2"} {
+		n.deleteAndWait(name)
+	}
+	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
+		if l := n.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left: %v", l)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,447 @@
+package kubelet
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// This file turns a pod into the CRI's sandbox and container configs.
+
+// minGracePeriod is upstream's floor on a container's stop timeout, so that
+// even a force deletion gives SIGTERM a moment.
+const minGracePeriod = 2
+
+func (k *Kubelet) logDir(pod *corev1.Pod) string {
+	return filepath.Join(k.podDir(pod.UID), "logs")
+}
+
+func podLabels(pod *corev1.Pod) map[string]string {
+	l := map[string]string{}
+	for k, v := range pod.Labels {
+		l[k] = v
+	}
+	l[labelPodUID], l[labelPodName], l[labelPodNamespace] = string(pod.UID), pod.Name, pod.Namespace
+	return l
+}
+
+func namespaceOptions(pod *corev1.Pod) *runtimeapi.NamespaceOption {
+	o := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
+	if pod.Spec.HostNetwork {
+		o.Network = runtimeapi.NamespaceMode_NODE
+	}
+	if pod.Spec.HostIPC {
+		o.Ipc = runtimeapi.NamespaceMode_NODE
+	}
+	switch {
+	case pod.Spec.HostPID:
+		o.Pid = runtimeapi.NamespaceMode_NODE
+	case pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace:
+		o.Pid = runtimeapi.NamespaceMode_POD
+	}
+	return o
+}
+
+// hostname is the pod's hostname as upstream picks it: spec.hostname, else
+// the pod's name, cut to 63 characters.
+func hostname(pod *corev1.Pod) string {
+	h := pod.Name
+	if pod.Spec.Hostname != "" {
+		h = pod.Spec.Hostname
+	}
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	return h
+}
+
+func (k *Kubelet) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.PodSandboxConfig {
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
+		Hostname:     hostname(pod),
+		LogDirectory: k.logDir(pod),
+		DnsConfig:    k.dnsConfig(pod),
+		Labels:       podLabels(pod),
+		Annotations:  pod.Annotations,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaceOptions(pod)},
+		},
+	}
+	if pod.Spec.HostNetwork {
+		cfg.Hostname = ""
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		if len(sc.Sysctls) > 0 {
+			cfg.Linux.Sysctls = map[string]string{}
+			for _, s := range sc.Sysctls {
+				cfg.Linux.Sysctls[s.Name] = s.Value
+			}
+		}
+		if sc.RunAsUser != nil {
+			cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort == 0 {
+				continue
+			}
+			pm := &runtimeapi.PortMapping{ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIp: p.HostIP, Protocol: runtimeapi.Protocol_TCP}
+			if p.Protocol == corev1.ProtocolUDP {
+				pm.Protocol = runtimeapi.Protocol_UDP
+			}
+			cfg.PortMappings = append(cfg.PortMappings, pm)
+		}
+	}
+	return cfg
+}
+
+// dnsConfig is the pod's resolver configuration; nil means the node's
+// /etc/resolv.conf (the runtime copies it).
+func (k *Kubelet) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
+	policy := pod.Spec.DNSPolicy
+	if pod.Spec.HostNetwork && policy != corev1.DNSClusterFirstWithHostNet && policy != corev1.DNSNone {
+		policy = corev1.DNSDefault
+	}
+	var out *runtimeapi.DNSConfig
+	switch {
+	case policy == corev1.DNSNone:
+		out = &runtimeapi.DNSConfig{}
+	case (policy == corev1.DNSClusterFirst || policy == corev1.DNSClusterFirstWithHostNet || policy == "") && len(k.cfg.ClusterDNS) > 0:
+		host := hostResolv()
+		d := k.cfg.ClusterDomain
+		out = &runtimeapi.DNSConfig{Servers: k.cfg.ClusterDNS,
+			Searches: append([]string{pod.Namespace + ".svc." + d, "svc." + d, d}, host.Searches...),
+			Options:  []string{"ndots:5"}}
+	}
+	if pc := pod.Spec.DNSConfig; pc != nil {
+		if out == nil {
+			out = hostResolv()
+		}
+		out.Servers = append(out.Servers, pc.Nameservers...)
+		out.Searches = append(out.Searches, pc.Searches...)
+		for _, o := range pc.Options {
+			if o.Value != nil {
+				out.Options = append(out.Options, o.Name+":"+*o.Value)
+			} else {
+				out.Options = append(out.Options, o.Name)
+			}
+		}
+	}
+	return out
+}
+
+// hostResolv parses the node's /etc/resolv.conf.
+func hostResolv() *runtimeapi.DNSConfig {
+	out := &runtimeapi.DNSConfig{}
+	b, _ := os.ReadFile("/etc/resolv.conf")
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "nameserver":
+			out.Servers = append(out.Servers, f[1])
+		case "search":
+			out.Searches = append(out.Searches, f[1:]...)
+		case "options":
+			out.Options = append(out.Options, f[1:]...)
+		}
+	}
+	return out
+}
+
+func gracePeriod(pod *corev1.Pod) int64 {
+	g := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if pod.DeletionGracePeriodSeconds != nil {
+		g = *pod.DeletionGracePeriodSeconds
+	} else if pod.Spec.TerminationGracePeriodSeconds != nil {
+		g = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	return max(g, minGracePeriod)
+}
+
+func (k *Kubelet) containerConfig(pod *corev1.Pod, c *corev1.Container, imageRef string, attempt uint32) (*runtimeapi.ContainerConfig, error) {
+	env, err := k.containerEnv(pod, c)
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]string{}
+	for _, kv := range env {
+		vars[kv.Key] = string(kv.Value)
+	}
+	expand := func(in []string) []string {
+		if in == nil {
+			return nil
+		}
+		out := make([]string, len(in))
+		for i, s := range in {
+			out[i] = expandVars(s, vars)
+		}
+		return out
+	}
+	labels := map[string]string{labelPodUID: string(pod.UID), labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: c.Name}
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata:   &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: attempt},
+		Image:      &runtimeapi.ImageSpec{Image: imageRef, UserSpecifiedImage: c.Image},
+		Command:    expand(c.Command),
+		Args:       expand(c.Args),
+		WorkingDir: c.WorkingDir,
+		Envs:       env,
+		Labels:     labels,
+		Annotations: map[string]string{
+			annotationRestartCount:     strconv.Itoa(int(attempt)),
+			annotationTerminationGrace: strconv.FormatInt(gracePeriod(pod), 10),
+		},
+		LogPath:   filepath.Join(c.Name, strconv.Itoa(int(attempt))+".log"),
+		Stdin:     c.Stdin,
+		StdinOnce: c.StdinOnce,
+		Tty:       c.TTY,
+		Linux: &runtimeapi.LinuxContainerConfig{
+			Resources:       resources(c),
+			SecurityContext: securityContext(pod, c),
+		},
+	}
+	mounts, err := k.mounts(pod, c)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Mounts = mounts
+	return cfg, nil
+}
+
+// resources maps requests and limits to cgroup settings as upstream does:
+// cpu shares from the request (limit when no request), a CFS quota from the
+// cpu limit, the memory limit.
+func resources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
+	r := &runtimeapi.LinuxContainerResources{}
+	cpuReq, cpuLim := c.Resources.Requests.Cpu(), c.Resources.Limits.Cpu()
+	milli := cpuReq.MilliValue()
+	if cpuReq.IsZero() && !cpuLim.IsZero() {
+		milli = cpuLim.MilliValue()
+	}
+	r.CpuShares = max(milli*1024/1000, 2)
+	if !cpuLim.IsZero() {
+		r.CpuPeriod = 100000
+		r.CpuQuota = max(cpuLim.MilliValue()*100000/1000, 1000)
+	}
+	if m := c.Resources.Limits.Memory(); !m.IsZero() {
+		r.MemoryLimitInBytes = m.Value()
+	}
+	return r
+}
+
+func securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxContainerSecurityContext {
+	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaceOptions(pod)}
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		if psc.RunAsUser != nil {
+			out.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
+		}
+		if psc.RunAsGroup != nil {
+			out.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
+		}
+		out.SupplementalGroups = psc.SupplementalGroups
+	}
+	sc := c.SecurityContext
+	if sc == nil {
+		return out
+	}
+	if sc.RunAsUser != nil {
+		out.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+	}
+	if sc.RunAsGroup != nil {
+		out.RunAsGroup = &runtimeapi.Int64Value{Value: *sc.RunAsGroup}
+	}
+	out.Privileged = sc.Privileged != nil && *sc.Privileged
+	out.ReadonlyRootfs = sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
+	out.NoNewPrivs = sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
+	if caps := sc.Capabilities; caps != nil {
+		out.Capabilities = &runtimeapi.Capability{}
+		for _, c := range caps.Add {
+			out.Capabilities.AddCapabilities = append(out.Capabilities.AddCapabilities, string(c))
+		}
+		for _, c := range caps.Drop {
+			out.Capabilities.DropCapabilities = append(out.Capabilities.DropCapabilities, string(c))
+		}
+	}
+	return out
+}
+
+// mounts gives emptyDir (on disk) and hostPath volumes; the other volume
+// types are not supported yet and refuse the container.
+func (k *Kubelet) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mount, error) {
+	vols := map[string]*corev1.Volume{}
+	for i := range pod.Spec.Volumes {
+		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
+	}
+	var out []*runtimeapi.Mount
+	for _, vm := range c.VolumeMounts {
+		v := vols[vm.Name]
+		if v == nil {
+			return nil, fmt.Errorf("volume %q is not in the pod", vm.Name)
+		}
+		var host string
+		switch {
+		case v.EmptyDir != nil:
+			host = filepath.Join(k.podDir(pod.UID), "volumes", "kubernetes.io~empty-dir", v.Name)
+			if err := os.MkdirAll(host, 0o777); err != nil {
+				return nil, err
+			}
+			// MkdirAll honours the umask; an emptyDir is world-writable.
+			_ = os.Chmod(host, 0o777)
+		case v.HostPath != nil:
+			host = v.HostPath.Path
+			if t := v.HostPath.Type; t != nil && *t == corev1.HostPathDirectoryOrCreate {
+				if err := os.MkdirAll(host, 0o755); err != nil {
+					return nil, err
+				}
+			}
+		default:
+			return nil, fmt.Errorf("volume %q: only emptyDir and hostPath volumes are supported yet", vm.Name)
+		}
+		if vm.SubPath != "" {
+			host = filepath.Join(host, vm.SubPath)
+			if err := os.MkdirAll(host, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		m := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: vm.ReadOnly}
+		if vm.MountPropagation != nil {
+			switch *vm.MountPropagation {
+			case corev1.MountPropagationBidirectional:
+				m.Propagation = runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
+			case corev1.MountPropagationHostToContainer:
+				m.Propagation = runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
+			}
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// containerEnv resolves env values and fieldRefs, in order, expanding
+// $(VAR) references to variables defined earlier as upstream does.
+func (k *Kubelet) containerEnv(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
+	vars := map[string]string{}
+	var out []*runtimeapi.KeyValue
+	for _, e := range c.Env {
+		var val string
+		switch {
+		case e.ValueFrom == nil:
+			val = expandVars(e.Value, vars)
+		case e.ValueFrom.FieldRef != nil:
+			v, err := k.fieldValue(pod, e.ValueFrom.FieldRef.FieldPath)
+			if err != nil {
+				return nil, fmt.Errorf("env %s: %w", e.Name, err)
+			}
+			val = v
+		case e.ValueFrom.ResourceFieldRef != nil:
+			v, err := resourceValue(c, e.ValueFrom.ResourceFieldRef)
+			if err != nil {
+				return nil, fmt.Errorf("env %s: %w", e.Name, err)
+			}
+			val = v
+		default:
+			return nil, fmt.Errorf("env %s: only values, fieldRef and resourceFieldRef are supported yet", e.Name)
+		}
+		vars[e.Name] = val
+		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(val)})
+	}
+	return out, nil
+}
+
+func (k *Kubelet) fieldValue(pod *corev1.Pod, path string) (string, error) {
+	if rest, ok := strings.CutPrefix(path, "metadata.labels['"); ok && strings.HasSuffix(rest, "']") {
+		return pod.Labels[strings.TrimSuffix(rest, "']")], nil
+	}
+	if rest, ok := strings.CutPrefix(path, "metadata.annotations['"); ok && strings.HasSuffix(rest, "']") {
+		return pod.Annotations[strings.TrimSuffix(rest, "']")], nil
+	}
+	switch path {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "spec.nodeName":
+		return pod.Spec.NodeName, nil
+	case "spec.serviceAccountName":
+		return pod.Spec.ServiceAccountName, nil
+	case "status.hostIP", "status.hostIPs":
+		return k.nodeIP, nil
+	case "status.podIP", "status.podIPs":
+		// Containers start after the sandbox, so the IP is known.
+		return pod.Status.PodIP, nil
+	}
+	return "", fmt.Errorf("unsupported fieldPath %q", path)
+}
+
+func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
+	var q = c.Resources.Limits
+	name := ref.Resource
+	if rest, ok := strings.CutPrefix(name, "requests."); ok {
+		q, name = c.Resources.Requests, rest
+	} else {
+		name = strings.TrimPrefix(name, "limits.")
+	}
+	v, ok := q[corev1.ResourceName(name)]
+	if !ok {
+		// An unset limit reads as the node's capacity upstream; without
+		// it here, report 0 rather than guess.
+		return "0", nil
+	}
+	div := ref.Divisor
+	if div.IsZero() {
+		if name == "cpu" {
+			return strconv.FormatInt((v.MilliValue()+999)/1000, 10), nil
+		}
+		return strconv.FormatInt(v.Value(), 10), nil
+	}
+	if name == "cpu" {
+		return strconv.FormatInt((v.MilliValue()+div.MilliValue()-1)/div.MilliValue(), 10), nil
+	}
+	return strconv.FormatInt((v.Value()+div.Value()-1)/div.Value(), 10), nil
+}
+
+// expandVars replaces $(NAME) by vars[NAME] when defined, $$ by $, and
+// leaves other references as written, as upstream's expansion does.
+func expandVars(s string, vars map[string]string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteByte(s[i])
+				continue
+			}
+			name := s[i+2 : i+2+end]
+			if v, ok := vars[name]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString(s[i : i+3+end])
+			}
+			i += 2 + end
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,498 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Upstream's crash-loop back-off: 10 s doubling to 5 min, reset by a run of
+// 10 min.
+const (
+	backoffInitial = 10 * time.Second
+	backoffMax     = 5 * time.Minute
+	backoffReset   = 10 * time.Minute
+)
+
+// podState is what the runtime has of one pod.
+type podState struct {
+	sandboxes []*runtimeapi.PodSandbox // newest first
+	// sandbox is the newest ready sandbox (nil: none), ip its address.
+	sandbox *runtimeapi.PodSandbox
+	ip      string
+	// all is every container of the pod, in any sandbox.
+	all []*runtimeapi.Container
+	// byName holds the statuses of the current sandbox's containers by
+	// container name, newest attempt first.
+	byName map[string][]*runtimeapi.ContainerStatus
+}
+
+func (st *podState) latest(name string) *runtimeapi.ContainerStatus {
+	if l := st.byName[name]; len(l) > 0 {
+		return l[0]
+	}
+	return nil
+}
+
+func (st *podState) previous(name string) *runtimeapi.ContainerStatus {
+	if l := st.byName[name]; len(l) > 1 {
+		return l[1]
+	}
+	return nil
+}
+
+// observe reads the pod's sandboxes and containers from the runtime.
+func (k *Kubelet) observe(ctx context.Context, uid types.UID) (*podState, error) {
+	sel := map[string]string{labelPodUID: string(uid)}
+	sbs, err := k.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: sel}})
+	if err != nil {
+		return nil, err
+	}
+	st := &podState{sandboxes: sbs.GetItems(), byName: map[string][]*runtimeapi.ContainerStatus{}}
+	sort.Slice(st.sandboxes, func(i, j int) bool { return st.sandboxes[i].GetCreatedAt() > st.sandboxes[j].GetCreatedAt() })
+	for _, sb := range st.sandboxes {
+		if sb.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
+			st.sandbox = sb
+			break
+		}
+	}
+	if st.sandbox != nil {
+		s, err := k.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: st.sandbox.GetId()})
+		if err != nil {
+			return nil, err
+		}
+		st.ip = s.GetStatus().GetNetwork().GetIp()
+	}
+	cs, err := k.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{LabelSelector: sel}})
+	if err != nil {
+		return nil, err
+	}
+	st.all = cs.GetContainers()
+	for _, c := range st.all {
+		if st.sandbox == nil || c.GetPodSandboxId() != st.sandbox.GetId() {
+			continue
+		}
+		s, err := k.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.GetId()})
+		if err != nil {
+			return nil, err
+		}
+		name := c.GetMetadata().GetName()
+		st.byName[name] = append(st.byName[name], s.GetStatus())
+	}
+	for _, l := range st.byName {
+		sort.Slice(l, func(i, j int) bool {
+			if l[i].GetMetadata().GetAttempt() != l[j].GetMetadata().GetAttempt() {
+				return l[i].GetMetadata().GetAttempt() > l[j].GetMetadata().GetAttempt()
+			}
+			return l[i].GetCreatedAt() > l[j].GetCreatedAt()
+		})
+	}
+	return st, nil
+}
+
+// syncPod converges one pod; pod is nil when it is no longer bound here. It
+// returns when to sync again (0: on the next event) and whether the pod is
+// gone entirely, so its worker may end.
+func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (time.Duration, bool) {
+	st, err := k.observe(ctx, uid)
+	if err != nil {
+		if ctx.Err() == nil {
+			slog.Warn("kubelet cannot read pod from the runtime", "uid", uid, "err", err)
+		}
+		return 2 * time.Second, false
+	}
+	if pod == nil {
+		if err := k.teardown(ctx, st, recordedGrace(st)); err != nil {
+			slog.Warn("kubelet cannot remove pod", "uid", uid, "err", err)
+			return 2 * time.Second, false
+		}
+		_ = os.RemoveAll(k.podDir(uid))
+		return 0, true
+	}
+	if pod.DeletionTimestamp != nil {
+		return k.terminate(ctx, pod, st), false
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		// Finished: nothing runs again, and the pod's address goes back.
+		k.stopAll(ctx, st, gracePeriod(pod))
+		for _, sb := range st.sandboxes {
+			if sb.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
+				if _, err := k.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
+					slog.Warn("kubelet cannot stop sandbox", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+					return 2 * time.Second, false
+				}
+			}
+		}
+		return 0, false
+	}
+
+	again := time.Duration(0)
+	if st.sandbox == nil {
+		if d, ok := k.createSandbox(ctx, pod, st); !ok {
+			again = d
+		} else if st, err = k.observe(ctx, uid); err != nil {
+			return 2 * time.Second, false
+		}
+	}
+	if st.sandbox != nil {
+		// Containers read status.podIP through fieldRefs.
+		withIP := pod.DeepCopy()
+		withIP.Status.PodIP = st.ip
+		d := k.startContainers(ctx, withIP, st)
+		if again == 0 || d > 0 && d < again {
+			again = d
+		}
+		if st, err = k.observe(ctx, uid); err != nil {
+			return 2 * time.Second, false
+		}
+	}
+	status := k.podStatus(pod, st, false)
+	if err := k.writeStatus(ctx, pod, status); err != nil {
+		slog.Warn("kubelet cannot update pod status", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return time.Second, false
+	}
+	if status.Phase == corev1.PodSucceeded || status.Phase == corev1.PodFailed {
+		// The next sync, on the status update's event, releases the sandbox.
+		return time.Second, false
+	}
+	return again, false
+}
+
+// createSandbox replaces whatever sandboxes the pod had by a new one.
+func (k *Kubelet) createSandbox(ctx context.Context, pod *corev1.Pod, st *podState) (time.Duration, bool) {
+	for _, sb := range st.sandboxes {
+		if _, err := k.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
+			slog.Warn("kubelet cannot remove dead sandbox", "pod", pod.Namespace+"/"+pod.Name, "sandbox", sb.GetId(), "err", err)
+		}
+	}
+	cfg := k.sandboxConfig(pod, uint32(len(st.sandboxes)))
+	if err := os.MkdirAll(cfg.GetLogDirectory(), 0o755); err != nil {
+		slog.Warn("kubelet cannot create pod directory", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return 5 * time.Second, false
+	}
+	if _, err := k.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg}); err != nil {
+		slog.Warn("kubelet cannot create pod sandbox", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return 5 * time.Second, false
+	}
+	return 0, true
+}
+
+// startContainers runs the init containers one at a time to completion,
+// then the app containers, restarting exited ones as restartPolicy says.
+func (k *Kubelet) startContainers(ctx context.Context, pod *corev1.Pod, st *podState) time.Duration {
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		cs := st.latest(c.Name)
+		switch {
+		case cs == nil:
+			return k.startContainer(ctx, pod, st, c, 0)
+		case cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && cs.GetExitCode() == 0:
+			continue
+		case cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED:
+			if pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+				return 0
+			}
+			return k.restart(ctx, pod, st, c, cs)
+		case cs.GetState() == runtimeapi.ContainerState_CONTAINER_CREATED:
+			return k.startCreated(ctx, pod, c, cs)
+		default:
+			return 0 // running: wait for it to finish
+		}
+	}
+	var again time.Duration
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		cs := st.latest(c.Name)
+		var d time.Duration
+		switch {
+		case cs == nil:
+			d = k.startContainer(ctx, pod, st, c, 0)
+		case cs.GetState() == runtimeapi.ContainerState_CONTAINER_CREATED:
+			d = k.startCreated(ctx, pod, c, cs)
+		case cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && shouldRestart(pod, cs):
+			d = k.restart(ctx, pod, st, c, cs)
+		}
+		if d > 0 && (again == 0 || d < again) {
+			again = d
+		}
+	}
+	return again
+}
+
+func shouldRestart(pod *corev1.Pod, cs *runtimeapi.ContainerStatus) bool {
+	switch pod.Spec.RestartPolicy {
+	case corev1.RestartPolicyNever:
+		return false
+	case corev1.RestartPolicyOnFailure:
+		return cs.GetExitCode() != 0
+	}
+	return true
+}
+
+func backoffKey(pod *corev1.Pod, name string) string { return string(pod.UID) + "/" + name }
+
+// restart starts the next attempt of an exited container unless it is in
+// crash-loop back-off, and returns when the back-off ends.
+func (k *Kubelet) restart(ctx context.Context, pod *corev1.Pod, st *podState, c *corev1.Container, cs *runtimeapi.ContainerStatus) time.Duration {
+	key := backoffKey(pod, c.Name)
+	finished := time.Unix(0, cs.GetFinishedAt())
+	k.mu.Lock()
+	b := k.backoff[key]
+	if b != nil {
+		if left := b.delay - time.Since(finished); left > 0 {
+			k.waiting[key] = waitReason{"CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", b.delay, c.Name, pod.Name, pod.Namespace, pod.UID)}
+			k.mu.Unlock()
+			return left
+		}
+	}
+	ran := finished.Sub(time.Unix(0, cs.GetStartedAt()))
+	switch {
+	case b == nil:
+		k.backoff[key] = &backoff{delay: backoffInitial}
+	case ran >= backoffReset:
+		b.delay = backoffInitial
+	default:
+		b.delay = min(2*b.delay, backoffMax)
+	}
+	k.mu.Unlock()
+	// Keep the exited attempt for lastState; older ones go.
+	for _, old := range st.byName[c.Name][1:] {
+		if _, err := k.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old.GetId()}); err != nil {
+			slog.Warn("kubelet cannot remove old container", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "err", err)
+		}
+	}
+	return k.startContainer(ctx, pod, st, c, cs.GetMetadata().GetAttempt()+1)
+}
+
+// startCreated starts a container left created (by a kubelet stopped
+// between create and start); failing that, it is removed and made anew.
+func (k *Kubelet) startCreated(ctx context.Context, pod *corev1.Pod, c *corev1.Container, cs *runtimeapi.ContainerStatus) time.Duration {
+	if _, err := k.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cs.GetId()}); err != nil {
+		k.setWaiting(pod, c.Name, "RunContainerError", err.Error())
+		_, _ = k.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: cs.GetId()})
+		return 2 * time.Second
+	}
+	k.setWaiting(pod, c.Name, "", "")
+	return 0
+}
+
+func (k *Kubelet) setWaiting(pod *corev1.Pod, name, reason, message string) {
+	key := backoffKey(pod, name)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if reason == "" {
+		delete(k.waiting, key)
+		return
+	}
+	k.waiting[key] = waitReason{reason, message}
+}
+
+// startContainer pulls the image if needed, then creates and starts the
+// container's attempt. Failures become the container's waiting reason.
+func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, st *podState, c *corev1.Container, attempt uint32) time.Duration {
+	ref, d := k.ensureImage(ctx, pod, c)
+	if ref == "" {
+		return d
+	}
+	cfg, err := k.containerConfig(pod, c, ref, attempt)
+	if err != nil {
+		k.setWaiting(pod, c.Name, "CreateContainerConfigError", err.Error())
+		return 5 * time.Second
+	}
+	sbCfg := k.sandboxConfig(pod, st.sandbox.GetMetadata().GetAttempt())
+	created, err := k.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: st.sandbox.GetId(), Config: cfg, SandboxConfig: sbCfg})
+	if err != nil {
+		k.setWaiting(pod, c.Name, "CreateContainerError", err.Error())
+		return 5 * time.Second
+	}
+	if _, err := k.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: created.GetContainerId()}); err != nil {
+		k.setWaiting(pod, c.Name, "RunContainerError", err.Error())
+		_, _ = k.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: created.GetContainerId()})
+		return 5 * time.Second
+	}
+	k.setWaiting(pod, c.Name, "", "")
+	return 0
+}
+
+// ensureImage returns the id of c's image, pulling it as imagePullPolicy
+// says; "" with the time to retry when the image is not there.
+func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (string, time.Duration) {
+	spec := &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: c.Image}
+	policy := c.ImagePullPolicy
+	if policy == "" {
+		policy = defaultPullPolicy(c.Image)
+	}
+	if policy != corev1.PullAlways {
+		s, err := k.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: spec})
+		if err == nil && s.GetImage() != nil {
+			return s.GetImage().GetId(), 0
+		}
+		if policy == corev1.PullNever {
+			k.setWaiting(pod, c.Name, "ErrImageNeverPull", fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image))
+			return "", 10 * time.Second
+		}
+	}
+	key := "pull/" + backoffKey(pod, c.Name)
+	k.mu.Lock()
+	if b := k.backoff[key]; b != nil {
+		if left := b.delay - time.Since(b.last); left > 0 {
+			k.waiting[backoffKey(pod, c.Name)] = waitReason{"ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q", c.Image)}
+			k.mu.Unlock()
+			return "", left
+		}
+	}
+	k.mu.Unlock()
+	ref, err := k.pull(ctx, pod, spec)
+	if err != nil {
+		k.mu.Lock()
+		b := k.backoff[key]
+		if b == nil {
+			b = &backoff{delay: backoffInitial}
+			k.backoff[key] = b
+		} else {
+			b.delay = min(2*b.delay, backoffMax)
+		}
+		b.last = time.Now()
+		k.waiting[backoffKey(pod, c.Name)] = waitReason{"ErrImagePull", err.Error()}
+		d := b.delay
+		k.mu.Unlock()
+		return "", d
+	}
+	k.mu.Lock()
+	delete(k.backoff, key)
+	k.mu.Unlock()
+	return ref, 0
+}
+
+// defaultPullPolicy is the API's default: Always for :latest or no tag.
+func defaultPullPolicy(image string) corev1.PullPolicy {
+	if hasDigest(image) {
+		return corev1.PullIfNotPresent
+	}
+	tag := ""
+	if i := lastIndexByte(image, ':'); i > lastIndexByte(image, '/') {
+		tag = image[i+1:]
+	}
+	if tag == "" || tag == "latest" {
+		return corev1.PullAlways
+	}
+	return corev1.PullIfNotPresent
+}
+
+func hasDigest(image string) bool { return lastIndexByte(image, '@') >= 0 }
+
+func lastIndexByte(s string, b byte) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == b {
+			return i
+		}
+	}
+	return -1
+}
+
+// stopAll stops the pod's running containers in parallel, each with the
+// grace period (SIGTERM, SIGKILL after it).
+func (k *Kubelet) stopAll(ctx context.Context, st *podState, grace int64) {
+	var wg sync.WaitGroup
+	for _, c := range st.all {
+		if c.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING && c.GetState() != runtimeapi.ContainerState_CONTAINER_CREATED {
+			continue
+		}
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			if _, err := k.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: grace}); err != nil {
+				slog.Warn("kubelet cannot stop container", "container", id, "err", err)
+			}
+		}(c.GetId())
+	}
+	wg.Wait()
+}
+
+// teardown stops the containers and removes every sandbox of the pod (the
+// runtime tears the network down).
+func (k *Kubelet) teardown(ctx context.Context, st *podState, grace int64) error {
+	k.stopAll(ctx, st, grace)
+	for _, sb := range st.sandboxes {
+		if _, err := k.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
+			return fmt.Errorf("stop sandbox %s: %w", sb.GetId(), err)
+		}
+		if _, err := k.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
+			return fmt.Errorf("remove sandbox %s: %w", sb.GetId(), err)
+		}
+	}
+	return nil
+}
+
+// recordedGrace is the grace period written on the pod's containers, for a
+// pod that vanished from the API without a graceful deletion.
+func recordedGrace(st *podState) int64 {
+	for _, c := range st.all {
+		if g, err := strconv.ParseInt(c.GetAnnotations()[annotationTerminationGrace], 10, 64); err == nil {
+			return max(g, minGracePeriod)
+		}
+	}
+	return minGracePeriod
+}
+
+// terminate runs a deleted pod down: its containers stopped with the grace
+// period, the final status posted, the sandboxes removed, then the API
+// object deleted (grace 0, with the uid as precondition so a new pod of
+// the same name is never deleted by mistake).
+func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st *podState) time.Duration {
+	name := pod.Namespace + "/" + pod.Name
+	k.stopAll(ctx, st, gracePeriod(pod))
+	if final, err := k.observe(ctx, pod.UID); err == nil {
+		if err := k.writeStatus(ctx, pod, k.podStatus(pod, final, true)); err != nil && !apierrors.IsNotFound(err) {
+			slog.Warn("kubelet cannot post final pod status", "pod", name, "err", err)
+		}
+		st = final
+	}
+	if err := k.teardown(ctx, st, minGracePeriod); err != nil {
+		slog.Warn("kubelet cannot remove pod", "pod", name, "err", err)
+		return 2 * time.Second
+	}
+	_ = os.RemoveAll(k.podDir(pod.UID))
+	err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: new(int64), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		slog.Warn("kubelet cannot delete pod", "pod", name, "err", err)
+		return 2 * time.Second
+	}
+	return 0
+}
+
+// writeStatus posts status unless the pod already has it; on a conflict it
+// applies the status to the newest version of the pod.
+func (k *Kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) error {
+	if statusEqual(pod.Status, status) {
+		return nil
+	}
+	p := pod.DeepCopy()
+	p.Status = status
+	pods := k.client.CoreV1().Pods(pod.Namespace)
+	_, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		fresh, gerr := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return gerr
+		}
+		if fresh.UID != pod.UID {
+			return nil
+		}
+		fresh.Status = status
+		_, err = pods.UpdateStatus(ctx, fresh, metav1.UpdateOptions{})
+	}
+	return err
+}
