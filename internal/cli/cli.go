@@ -23,6 +23,7 @@ Usage:
   navarch server [flags]     run the control plane (API server over etcd, controllers)
   navarch kubectl [args]     run the bundled kubectl against this cluster
   navarch sim [flags]        run hollow nodes against an API server (for rehearsals and tests)
+  navarch agent [flags]      run a node agent: the kubelet with the built-in container runtime
   navarch image CMD          import, list and remove the node's images (import FILE.tar, ls, rm REF)
   navarch version            print the version
 
@@ -45,6 +46,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return RunKubectl(args[1:])
 	case "sim":
 		return runSim(args[1:], stderr)
+	case "agent":
+		return runAgent(args[1:], stderr)
 	case "image":
 		return runImage(args[1:], stdout, stderr)
 	case "runtime-shim": // hidden: started by the built-in container runtime
