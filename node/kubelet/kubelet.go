@@ -84,6 +84,9 @@ type Config struct {
 	// RelistInterval is how often container states are read back from the
 	// runtime to notice exits (default 1 s).
 	RelistInterval time.Duration
+	// BackoffInitial is the first crash-loop and image-pull back-off
+	// (default 10 s, upstream's); it doubles up to 5 min.
+	BackoffInitial time.Duration
 }
 
 // Kubelet runs the pods bound to one node.
@@ -149,6 +152,9 @@ func New(cfg Config) (*Kubelet, error) {
 	}
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = time.Minute
+	}
+	if cfg.BackoffInitial == 0 {
+		cfg.BackoffInitial = 10 * time.Second
 	}
 	if cfg.RelistInterval == 0 {
 		cfg.RelistInterval = time.Second

@@ -52,7 +52,7 @@ func randHex(n int) string {
 
 // testserverImage builds the test server and packs it as make images does,
 // returning the OCI tarball.
-func testserverImage(t *testing.T) string {
+func testImages(t *testing.T) []string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "testserver")
@@ -61,11 +61,19 @@ func testserverImage(t *testing.T) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build testserver: %v\n%s", err, out)
 	}
-	pack := exec.Command("go", "run", "../../test/images/pack", "-out", dir, "-testserver", bin, "-busybox", "")
+	busybox := "/bin/busybox"
+	if _, err := os.Stat(busybox); err != nil {
+		busybox = ""
+	}
+	pack := exec.Command("go", "run", "../../test/images/pack", "-out", dir, "-testserver", bin, "-busybox", busybox)
 	if out, err := pack.CombinedOutput(); err != nil {
 		t.Fatalf("pack: %v\n%s", err, out)
 	}
-	return filepath.Join(dir, "testserver.tar")
+	tars := []string{filepath.Join(dir, "testserver.tar")}
+	if busybox != "" {
+		tars = append(tars, filepath.Join(dir, "busybox.tar"))
+	}
+	return tars
 }
 
 // freeSubnet picks a 10.2xx.y.0/24 no host interface is on.
@@ -99,6 +107,9 @@ type testNode struct {
 	netName string
 	subnet  *net.IPNet
 	node    string
+	conn    *grpc.ClientConn
+	// stopKubelet stops the running kubelet.
+	stopKubelet func()
 }
 
 // startNode runs an API server, the built-in runtime and a kubelet in this
@@ -110,7 +121,7 @@ func startNode(t *testing.T) *testNode {
 	if _, err := exec.LookPath("runc"); err != nil {
 		t.Skip("kubelet tests need the runc binary in PATH")
 	}
-	image := testserverImage(t)
+	images := testImages(t)
 	srv := apiservertest.Start(t)
 	subnet, cluster := freeSubnet(t)
 	n := &testNode{t: t, client: srv.Client, dataDir: t.TempDir(), bridge: "nvk" + randHex(4), subnet: subnet, node: "kubelet-test"}
@@ -126,8 +137,10 @@ func startNode(t *testing.T) *testNode {
 		t.Fatal(err)
 	}
 	n.builtin = b
-	if _, err := b.Store.ImportFile(image); err != nil {
-		t.Fatal(err)
+	for _, tar := range images {
+		if _, err := b.Store.ImportFile(tar); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() { n.cleanup(cgroupParent) })
 
@@ -138,36 +151,49 @@ func startNode(t *testing.T) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.conn = conn
+	apiservertest.Eventually(t, 10*time.Second, "runtime socket", func() error {
+		_, err := runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+		return err
+	})
+	t.Cleanup(func() {
+		n.stopKubelet()
+		conn.Close()
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("runtime: %v", err)
+		}
+	})
+	n.startKubelet()
+	return n
+}
+
+// startKubelet runs a kubelet against the node's runtime; stopKubelet stops
+// it and leaves the containers running, as stopping the agent does.
+func (n *testNode) startKubelet() {
+	t := n.t
+	ctx, cancel := context.WithCancel(context.Background())
 	k, err := New(Config{
-		Client: srv.Client, NodeName: n.node, DataDir: n.dataDir,
-		Runtime: runtimeapi.NewRuntimeServiceClient(conn), Images: runtimeapi.NewImageServiceClient(conn),
-		DefaultPodCIDR: subnet.String(), Version: "v1.34.0",
-		OnPodCIDR: func(cidr string) error { return b.SetPodCIDR(ctx, cidr) },
-		// Short, so that the test sees exits at once.
+		Client: n.client, NodeName: n.node, DataDir: n.dataDir,
+		Runtime: runtimeapi.NewRuntimeServiceClient(n.conn), Images: runtimeapi.NewImageServiceClient(n.conn),
+		DefaultPodCIDR: n.subnet.String(), Version: "v1.34.0",
+		OnPodCIDR: func(cidr string) error { return n.builtin.SetPodCIDR(ctx, cidr) },
+		// Short, so that the test sees exits and restarts at once.
 		RelistInterval: 200 * time.Millisecond,
+		BackoffInitial: time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ran := make(chan error, 1)
-	go func() {
-		apiservertest.Eventually(t, 10*time.Second, "runtime socket", func() error {
-			_, err := runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
-			return err
-		})
-		ran <- k.Run(ctx)
-	}()
-	t.Cleanup(func() {
+	go func() { ran <- k.Run(ctx) }()
+	n.stopKubelet = func() {
 		cancel()
 		if err := <-ran; err != nil {
 			t.Errorf("kubelet: %v", err)
 		}
-		conn.Close()
-		if err := <-served; err != nil {
-			t.Errorf("runtime: %v", err)
-		}
-	})
-	return n
+		n.stopKubelet = func() {}
+	}
 }
 
 // cleanup removes whatever pods are left, then the bridge, the nftables
@@ -421,6 +447,22 @@ func TestKubeletRunsPods(t *testing.T) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	t.Logf("pod start latency (create to Running through a watch), sorted: %v", lat)
 
+	// The kubelet restarted re-adopts the running pod: same container, no
+	// restart.
+	n.stopKubelet()
+	n.startKubelet()
+	time.Sleep(time.Second) // a few relists and syncs
+	again, err := n.client.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := again.Status.ContainerStatuses; len(cs) != 1 || cs[0].ContainerID != web.Status.ContainerStatuses[0].ContainerID || cs[0].RestartCount != 0 || cs[0].State.Running == nil {
+		t.Errorf("after a kubelet restart: %+v, want the same running container %s", cs, web.Status.ContainerStatuses[0].ContainerID)
+	}
+	if b, err := httpGet("http://" + web.Status.PodIP + ":8080/hostname"); err != nil || strings.TrimSpace(b) != "web" {
+		t.Errorf("after a kubelet restart, /hostname = %q, %v", b, err)
+	}
+
 	// Deletion: SIGTERM stops the server (it exits 0 at once), the kubelet
 	// posts the final status and deletes the object.
 	last := n.deleteAndWait("web")
@@ -429,7 +471,11 @@ func TestKubeletRunsPods(t *testing.T) {
 	} else if last.Status.Phase != corev1.PodSucceeded {
 		t.Errorf("deleted pod's final phase %q, want Succeeded", last.Status.Phase)
 	}
-	for _, name := range []string{"fail", "lat-0", "lat-1", "lat-2"} {
+	if last := n.deleteAndWait("fail"); last == nil || last.Status.Phase != corev1.PodFailed || len(last.Status.ContainerStatuses) != 1 ||
+		last.Status.ContainerStatuses[0].State.Terminated == nil || last.Status.ContainerStatuses[0].State.Terminated.ExitCode != 3 {
+		t.Errorf("failed pod's last status before deletion: %+v", last)
+	}
+	for _, name := range []string{"lat-0", "lat-1", "lat-2"} {
 		n.deleteAndWait(name)
 	}
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {

@@ -112,18 +112,26 @@ func (k *Kubelet) renewLease(ctx context.Context) error {
 }
 
 // updateNodeStatus computes the node's status and posts it when it differs
-// from node's, or always with force (a heartbeat).
+// from node's, or always with force (a heartbeat). On a conflict (the node
+// controllers write the Node too) it retries on the newest version.
 func (k *Kubelet) updateNodeStatus(ctx context.Context, node *corev1.Node, v *runtimeapi.VersionResponse, force bool) (*corev1.Node, error) {
-	want := node.DeepCopy()
-	k.nodeStatus(ctx, &want.Status, v)
-	if !force && equalIgnoringHeartbeats(node.Status, want.Status) {
-		return node, nil
+	for attempt := 0; ; attempt++ {
+		want := node.DeepCopy()
+		k.nodeStatus(ctx, &want.Status, v)
+		if !force && equalIgnoringHeartbeats(node.Status, want.Status) {
+			return node, nil
+		}
+		out, err := k.client.CoreV1().Nodes().UpdateStatus(ctx, want, metav1.UpdateOptions{})
+		if err == nil {
+			return out, nil
+		}
+		if !apierrors.IsConflict(err) || attempt >= 5 {
+			return nil, fmt.Errorf("node %s status: %w", node.Name, err)
+		}
+		if node, err = k.client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{}); err != nil {
+			return nil, fmt.Errorf("node %s status: %w", node.Name, err)
+		}
 	}
-	out, err := k.client.CoreV1().Nodes().UpdateStatus(ctx, want, metav1.UpdateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("node %s status: %w", node.Name, err)
-	}
-	return out, nil
 }
 
 func equalIgnoringHeartbeats(a, b corev1.NodeStatus) bool {

@@ -1,13 +1,17 @@
 package kubelet
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -167,8 +171,8 @@ func gracePeriod(pod *corev1.Pod) int64 {
 	return max(g, minGracePeriod)
 }
 
-func (k *Kubelet) containerConfig(pod *corev1.Pod, c *corev1.Container, imageRef string, attempt uint32) (*runtimeapi.ContainerConfig, error) {
-	env, err := k.containerEnv(pod, c)
+func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string, attempt uint32) (*runtimeapi.ContainerConfig, error) {
+	env, err := k.containerEnv(ctx, pod, c)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +212,7 @@ func (k *Kubelet) containerConfig(pod *corev1.Pod, c *corev1.Container, imageRef
 			SecurityContext: securityContext(pod, c),
 		},
 	}
-	mounts, err := k.mounts(pod, c)
+	mounts, err := k.mounts(ctx, pod, c)
 	if err != nil {
 		return nil, err
 	}
@@ -273,9 +277,10 @@ func securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxCont
 	return out
 }
 
-// mounts gives emptyDir (on disk) and hostPath volumes; the other volume
+// mounts gives emptyDir (on disk), hostPath and the API-backed volumes
+// (configMap, secret, downwardAPI, projected: read-only); the other volume
 // types are not supported yet and refuse the container.
-func (k *Kubelet) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mount, error) {
+func (k *Kubelet) mounts(ctx context.Context, pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mount, error) {
 	vols := map[string]*corev1.Volume{}
 	for i := range pod.Spec.Volumes {
 		vols[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
@@ -287,7 +292,18 @@ func (k *Kubelet) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mo
 			return nil, fmt.Errorf("volume %q is not in the pod", vm.Name)
 		}
 		var host string
+		readOnly := vm.ReadOnly
+		files, kind, apiVolume, err := k.apiVolumeFiles(ctx, pod, v)
 		switch {
+		case apiVolume:
+			if err != nil {
+				return nil, err
+			}
+			host = filepath.Join(k.podDir(pod.UID), "volumes", kind, v.Name)
+			if err := writeVolume(host, files); err != nil {
+				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+			readOnly = true
 		case v.EmptyDir != nil:
 			host = filepath.Join(k.podDir(pod.UID), "volumes", "kubernetes.io~empty-dir", v.Name)
 			if err := os.MkdirAll(host, 0o777); err != nil {
@@ -303,7 +319,7 @@ func (k *Kubelet) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mo
 				}
 			}
 		default:
-			return nil, fmt.Errorf("volume %q: only emptyDir and hostPath volumes are supported yet", vm.Name)
+			return nil, fmt.Errorf("volume %q: only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported yet", vm.Name)
 		}
 		if vm.SubPath != "" {
 			host = filepath.Join(host, vm.SubPath)
@@ -311,7 +327,7 @@ func (k *Kubelet) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mo
 				return nil, err
 			}
 		}
-		m := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: vm.ReadOnly}
+		m := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: readOnly}
 		if vm.MountPropagation != nil {
 			switch *vm.MountPropagation {
 			case corev1.MountPropagationBidirectional:
@@ -325,11 +341,52 @@ func (k *Kubelet) mounts(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.Mo
 	return out, nil
 }
 
-// containerEnv resolves env values and fieldRefs, in order, expanding
-// $(VAR) references to variables defined earlier as upstream does.
-func (k *Kubelet) containerEnv(pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
+// containerEnv resolves envFrom, then env (values, fieldRef,
+// resourceFieldRef, configMapKeyRef, secretKeyRef) in order, expanding
+// $(VAR) references to variables defined earlier, as upstream does.
+func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container) ([]*runtimeapi.KeyValue, error) {
 	vars := map[string]string{}
-	var out []*runtimeapi.KeyValue
+	var order []string
+	set := func(name, val string) {
+		if _, ok := vars[name]; !ok {
+			order = append(order, name)
+		}
+		vars[name] = val
+	}
+	for _, src := range c.EnvFrom {
+		var data map[string][]byte
+		switch {
+		case src.ConfigMapRef != nil:
+			cm, err := k.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, src.ConfigMapRef.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) && src.ConfigMapRef.Optional != nil && *src.ConfigMapRef.Optional {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("configmap %q: %w", src.ConfigMapRef.Name, err)
+			}
+			data = configMapData(cm)
+		case src.SecretRef != nil:
+			s, err := k.client.CoreV1().Secrets(pod.Namespace).Get(ctx, src.SecretRef.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) && src.SecretRef.Optional != nil && *src.SecretRef.Optional {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("secret %q: %w", src.SecretRef.Name, err)
+			}
+			data = s.Data
+		}
+		keys := make([]string, 0, len(data))
+		for key := range data {
+			keys = append(keys, key)
+		}
+		sort.Strings(keys)
+		for _, key := range keys {
+			// Keys that are no valid variable names are skipped, as upstream.
+			if name := src.Prefix + key; validEnvName(name) {
+				set(name, string(data[key]))
+			}
+		}
+	}
 	for _, e := range c.Env {
 		var val string
 		switch {
@@ -347,13 +404,63 @@ func (k *Kubelet) containerEnv(pod *corev1.Pod, c *corev1.Container) ([]*runtime
 				return nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
 			val = v
-		default:
-			return nil, fmt.Errorf("env %s: only values, fieldRef and resourceFieldRef are supported yet", e.Name)
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			ref := e.ValueFrom.ConfigMapKeyRef
+			optional := ref.Optional != nil && *ref.Optional
+			cm, err := k.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) && optional {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("configmap %q: %w", ref.Name, err)
+			}
+			v, ok := configMapData(cm)[ref.Key]
+			if !ok {
+				if optional {
+					continue
+				}
+				return nil, fmt.Errorf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)
+			}
+			val = string(v)
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			optional := ref.Optional != nil && *ref.Optional
+			s, err := k.client.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) && optional {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("secret %q: %w", ref.Name, err)
+			}
+			v, ok := s.Data[ref.Key]
+			if !ok {
+				if optional {
+					continue
+				}
+				return nil, fmt.Errorf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)
+			}
+			val = string(v)
 		}
-		vars[e.Name] = val
-		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(val)})
+		set(e.Name, val)
+	}
+	out := make([]*runtimeapi.KeyValue, 0, len(order))
+	for _, name := range order {
+		out = append(out, &runtimeapi.KeyValue{Key: name, Value: []byte(vars[name])})
 	}
 	return out, nil
+}
+
+// validEnvName is upstream's rule for variable names from envFrom.
+func validEnvName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func (k *Kubelet) fieldValue(pod *corev1.Pod, path string) (string, error) {

@@ -17,10 +17,10 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Upstream's crash-loop back-off: 10 s doubling to 5 min, reset by a run of
-// 10 min.
+// Upstream's crash-loop back-off doubles up to 5 min and is reset by a run
+// of 10 min.
 const (
-	backoffInitial = 10 * time.Second
+	resyncInterval = time.Minute
 	backoffMax     = 5 * time.Minute
 	backoffReset   = 10 * time.Minute
 )
@@ -79,8 +79,14 @@ func (k *Kubelet) observe(ctx context.Context, uid types.UID) (*podState, error)
 		return nil, err
 	}
 	st.all = cs.GetContainers()
+	// The containers of the ready sandbox, or else of the newest one: a
+	// finished pod's stopped sandbox still tells how its containers ended.
+	cur := st.sandbox
+	if cur == nil && len(st.sandboxes) > 0 {
+		cur = st.sandboxes[0]
+	}
 	for _, c := range st.all {
-		if st.sandbox == nil || c.GetPodSandboxId() != st.sandbox.GetId() {
+		if cur == nil || c.GetPodSandboxId() != cur.GetId() {
 			continue
 		}
 		s, err := k.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.GetId()})
@@ -165,6 +171,14 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 	if status.Phase == corev1.PodSucceeded || status.Phase == corev1.PodFailed {
 		// The next sync, on the status update's event, releases the sandbox.
 		return time.Second, false
+	}
+	if len(st.byName) > 0 {
+		k.refreshVolumes(ctx, pod)
+	}
+	// Even without events, a pod is synced every minute, as upstream's
+	// resync: configMap and secret updates reach its volumes so.
+	if again == 0 || again > resyncInterval {
+		again = resyncInterval
 	}
 	return again, false
 }
@@ -259,9 +273,9 @@ func (k *Kubelet) restart(ctx context.Context, pod *corev1.Pod, st *podState, c 
 	ran := finished.Sub(time.Unix(0, cs.GetStartedAt()))
 	switch {
 	case b == nil:
-		k.backoff[key] = &backoff{delay: backoffInitial}
+		k.backoff[key] = &backoff{delay: k.cfg.BackoffInitial}
 	case ran >= backoffReset:
-		b.delay = backoffInitial
+		b.delay = k.cfg.BackoffInitial
 	default:
 		b.delay = min(2*b.delay, backoffMax)
 	}
@@ -305,7 +319,7 @@ func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, st *podSt
 	if ref == "" {
 		return d
 	}
-	cfg, err := k.containerConfig(pod, c, ref, attempt)
+	cfg, err := k.containerConfig(ctx, pod, c, ref, attempt)
 	if err != nil {
 		k.setWaiting(pod, c.Name, "CreateContainerConfigError", err.Error())
 		return 5 * time.Second
@@ -358,7 +372,7 @@ func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 		k.mu.Lock()
 		b := k.backoff[key]
 		if b == nil {
-			b = &backoff{delay: backoffInitial}
+			b = &backoff{delay: k.cfg.BackoffInitial}
 			k.backoff[key] = b
 		} else {
 			b.delay = min(2*b.delay, backoffMax)
