@@ -170,6 +170,14 @@ func New(cfg Config) (*Kubelet, error) {
 // Run registers the node and runs its pods until ctx ends. Stopping leaves
 // the containers running: the next Run re-adopts them.
 func (k *Kubelet) Run(ctx context.Context) error {
+	err := k.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (k *Kubelet) run(ctx context.Context) error {
 	v, err := k.rt.Version(ctx, &runtimeapi.VersionRequest{})
 	if err != nil {
 		return fmt.Errorf("kubelet: container runtime: %w", err)

@@ -485,3 +485,133 @@ func TestKubeletRunsPods(t *testing.T) {
 		return nil
 	})
 }
+
+func busyboxPod(name string, restart corev1.RestartPolicy, script string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{NodeName: "kubelet-test", RestartPolicy: restart,
+			Containers: []corev1.Container{{Name: "main", Image: "navarch.io/busybox:1", Command: []string{"sh", "-c", script}}}},
+	}
+}
+
+// logText is the messages of a CRI log file, one a line.
+func logText(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// <time> <stream> <P|F> <message>
+		if f := strings.SplitN(l, " ", 4); len(f) == 4 {
+			out = append(out, f[3])
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestKubeletLifecycle(t *testing.T) {
+	n := startNode(t)
+	if _, err := n.builtin.Store.Get("navarch.io/busybox:1"); err != nil {
+		t.Skip("no busybox image (install busybox-static)")
+	}
+	ctx := context.Background()
+	if _, err := n.client.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cfg"},
+		Data: map[string]string{"greeting": "hello", "other": "x"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sec"},
+		Data: map[string][]byte{"password": []byte("s3cret")}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Init containers run in order, each to completion, before the main
+	// container, which sees configMap, secret, downwardAPI and emptyDir
+	// volumes and env from keys and envFrom.
+	pod := busyboxPod("vols", corev1.RestartPolicyNever,
+		`cat /work/order; echo "cm=$(cat /cfg/greeting) sec=$(cat /sec/password) name=$(cat /info/name)"; echo "env=$FROM_CM,$FROM_SEC,$P_greeting"; ls /cfg`)
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}},
+		{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
+		{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+			{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	mounts := []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}, {Name: "sec", MountPath: "/sec"}, {Name: "info", MountPath: "/info"}, {Name: "work", MountPath: "/work"}}
+	pod.Spec.Containers[0].VolumeMounts = mounts
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{
+		{Name: "FROM_CM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "greeting"}}},
+		{Name: "FROM_SEC", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}, Key: "password"}}},
+	}
+	pod.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "P_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}}
+	pod.Spec.InitContainers = []corev1.Container{
+		{Name: "first", Image: "navarch.io/busybox:1", Command: []string{"sh", "-c", "sleep 0.3; echo first > /work/order"}, VolumeMounts: mounts},
+		{Name: "second", Image: "navarch.io/busybox:1", Command: []string{"sh", "-c", "echo second >> /work/order"}, VolumeMounts: mounts},
+	}
+	done, _ := n.createAndWait(pod, corev1.PodSucceeded)
+	for i, cs := range done.Status.InitContainerStatuses {
+		if cs.State.Terminated == nil || cs.State.Terminated.Reason != "Completed" || cs.Name != pod.Spec.InitContainers[i].Name {
+			t.Errorf("init container status %+v", cs)
+		}
+	}
+	if cs := done.Status.ContainerStatuses; len(cs) != 1 || cs[0].State.Terminated == nil || cs[0].State.Terminated.Reason != "Completed" {
+		t.Errorf("container statuses %+v", cs)
+	}
+	got := logText(t, filepath.Join(n.dataDir, "pods", string(done.UID), "logs", "main", "0.log"))
+	want := "first\nsecond\ncm=hello sec=s3cret name=vols\nenv=hello,s3cret,hello\ngreeting\nother"
+	if got != want {
+		t.Errorf("output of the main container:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A crash loop: restarts with back-off, CrashLoopBackOff in between,
+	// the last exit as lastState.
+	n.createAndWait(busyboxPod("crash", corev1.RestartPolicyAlways, "exit 1"), corev1.PodRunning)
+	sawBackoff := false
+	apiservertest.Eventually(t, 20*time.Second, "crash loop", func() error {
+		p, err := n.client.CoreV1().Pods("default").Get(ctx, "crash", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cs := p.Status.ContainerStatuses[0]
+		if w := cs.State.Waiting; w != nil && w.Reason == "CrashLoopBackOff" {
+			sawBackoff = true
+		}
+		if cs.RestartCount < 2 || !sawBackoff {
+			return fmt.Errorf("restarts %d, seen CrashLoopBackOff %v: %+v", cs.RestartCount, sawBackoff, cs)
+		}
+		if lt := cs.LastTerminationState.Terminated; lt == nil || lt.ExitCode != 1 || lt.Reason != "Error" {
+			return fmt.Errorf("lastState %+v", cs.LastTerminationState)
+		}
+		return nil
+	})
+
+	// An image that cannot be pulled.
+	bad := busyboxPod("pullfail", corev1.RestartPolicyAlways, "true")
+	bad.Spec.Containers[0].Image = "127.0.0.1:1/nope:1"
+	if _, err := n.client.CoreV1().Pods("default").Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	apiservertest.Eventually(t, 20*time.Second, "image pull failure", func() error {
+		p, err := n.client.CoreV1().Pods("default").Get(ctx, "pullfail", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(p.Status.ContainerStatuses) == 1 && p.Status.Phase == corev1.PodPending {
+			if w := p.Status.ContainerStatuses[0].State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
+				return nil
+			}
+		}
+		return fmt.Errorf("status %+v", p.Status)
+	})
+
+	for _, name := range []string{"vols", "crash", "pullfail"} {
+		n.deleteAndWait(name)
+	}
+	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
+		if l := n.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left: %v", l)
+		}
+		return nil
+	})
+}
