@@ -112,6 +112,10 @@ type Kubelet struct {
 	waiting map[string]waitReason
 	// seen is the relist's last view of container states.
 	seen map[string]runtimeapi.ContainerState
+	// probes are the running probe workers, probeResults their verdicts by
+	// container id.
+	probes       map[probeKey]probeWorker
+	probeResults map[string]probeResult
 }
 
 type backoff struct {
@@ -163,7 +167,8 @@ func New(cfg Config) (*Kubelet, error) {
 		cfg: cfg, client: cfg.Client, rt: cfg.Runtime, img: cfg.Images,
 		pods: map[types.UID]*corev1.Pod{}, workers: map[types.UID]chan struct{}{},
 		backoff: map[string]*backoff{}, waiting: map[string]waitReason{},
-		seen: map[string]runtimeapi.ContainerState{},
+		seen:   map[string]runtimeapi.ContainerState{},
+		probes: map[probeKey]probeWorker{}, probeResults: map[string]probeResult{},
 	}, nil
 }
 

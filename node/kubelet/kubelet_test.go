@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -608,6 +609,96 @@ func TestKubeletLifecycle(t *testing.T) {
 	for _, name := range []string{"vols", "crash", "pullfail"} {
 		n.deleteAndWait(name)
 	}
+	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
+		if l := n.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left: %v", l)
+		}
+		return nil
+	})
+}
+
+// podReady is the pod's Ready condition.
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func TestKubeletProbes(t *testing.T) {
+	n := startNode(t)
+	ctx := context.Background()
+	httpProbe := func(failures int32) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+			PeriodSeconds: 1, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: failures}
+	}
+	pod := testPod("probed", corev1.RestartPolicyAlways)
+	c := &pod.Spec.Containers[0]
+	c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	c.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
+		PeriodSeconds: 1, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 10}
+	c.ReadinessProbe = httpProbe(1)
+	c.LivenessProbe = httpProbe(3)
+	running, _ := n.createAndWait(pod, corev1.PodRunning)
+	if podReady(running) {
+		t.Errorf("pod ready before its readiness probe succeeded: %+v", running.Status)
+	}
+	get := func() (*corev1.Pod, error) { return n.client.CoreV1().Pods("default").Get(ctx, "probed", metav1.GetOptions{}) }
+	apiservertest.Eventually(t, 15*time.Second, "ready through the probes", func() error {
+		p, err := get()
+		if err != nil {
+			return err
+		}
+		if !podReady(p) || !*p.Status.ContainerStatuses[0].Started {
+			return fmt.Errorf("not ready: %+v", p.Status.ContainerStatuses)
+		}
+		return nil
+	})
+	// /healthz fails: readiness drops at once, liveness restarts the
+	// container after three failures, and the new one is ready again.
+	resp, err := http.Post("http://"+running.Status.PodIP+":8080/fail", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	sawUnready := false
+	apiservertest.Eventually(t, 20*time.Second, "liveness restart", func() error {
+		p, err := get()
+		if err != nil {
+			return err
+		}
+		if !podReady(p) {
+			sawUnready = true
+		}
+		cs := p.Status.ContainerStatuses[0]
+		if !sawUnready || cs.RestartCount != 1 || !podReady(p) {
+			return fmt.Errorf("seen unready %v, restarts %d, ready %v", sawUnready, cs.RestartCount, podReady(p))
+		}
+		return nil
+	})
+
+	// An exec readiness probe, run in the container through the CRI.
+	if _, err := n.builtin.Store.Get("navarch.io/busybox:1"); err == nil {
+		ex := busyboxPod("exec", corev1.RestartPolicyAlways, "sleep 1; touch /tmp/ready; exec sleep 3600")
+		ex.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}},
+			PeriodSeconds: 1, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+		ex.Spec.TerminationGracePeriodSeconds = new(int64) // sleep ignores SIGTERM
+		n.createAndWait(ex, corev1.PodRunning)
+		apiservertest.Eventually(t, 15*time.Second, "exec probe ready", func() error {
+			p, err := n.client.CoreV1().Pods("default").Get(ctx, "exec", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if !podReady(p) {
+				return fmt.Errorf("not ready: %+v", p.Status.Conditions)
+			}
+			return nil
+		})
+		n.deleteAndWait("exec")
+	}
+	n.deleteAndWait("probed")
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
 		if l := n.leftovers(); len(l) > 0 {
 			return fmt.Errorf("left: %v", l)

@@ -71,9 +71,12 @@ func (k *Kubelet) containerStatus(pod *corev1.Pod, c *corev1.Container, st *podS
 	switch cs.GetState() {
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
 		out.State.Running = &corev1.ContainerStateRunning{StartedAt: ts(cs.GetStartedAt())}
-		// Without readiness probes a running container is ready.
-		out.Ready = true
-		out.Started = ptrTo(true)
+		// Without probes a running container is started and ready; with
+		// them, once they succeeded.
+		r := k.result(cs.GetId())
+		started := c.StartupProbe == nil || r.started
+		out.Started = ptrTo(started)
+		out.Ready = started && (c.ReadinessProbe == nil || r.ready)
 	case runtimeapi.ContainerState_CONTAINER_EXITED:
 		t := k.terminated(cs)
 		if willRestart && hasWait {

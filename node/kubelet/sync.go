@@ -118,6 +118,9 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 		}
 		return 2 * time.Second, false
 	}
+	if pod == nil || pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		k.stopProbes(uid, nil)
+	}
 	if pod == nil {
 		if err := k.teardown(ctx, st, recordedGrace(st)); err != nil {
 			slog.Warn("kubelet cannot remove pod", "uid", uid, "err", err)
@@ -173,6 +176,7 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 		return time.Second, false
 	}
 	if len(st.byName) > 0 {
+		k.ensureProbes(ctx, pod, st)
 		k.refreshVolumes(ctx, pod)
 	}
 	// Even without events, a pod is synced every minute, as upstream's
