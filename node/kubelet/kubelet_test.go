@@ -645,7 +645,9 @@ func TestKubeletProbes(t *testing.T) {
 	if podReady(running) {
 		t.Errorf("pod ready before its readiness probe succeeded: %+v", running.Status)
 	}
-	get := func() (*corev1.Pod, error) { return n.client.CoreV1().Pods("default").Get(ctx, "probed", metav1.GetOptions{}) }
+	get := func() (*corev1.Pod, error) {
+		return n.client.CoreV1().Pods("default").Get(ctx, "probed", metav1.GetOptions{})
+	}
 	apiservertest.Eventually(t, 15*time.Second, "ready through the probes", func() error {
 		p, err := get()
 		if err != nil {
