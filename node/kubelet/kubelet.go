@@ -116,6 +116,8 @@ type Kubelet struct {
 	// container id.
 	probes       map[probeKey]probeWorker
 	probeResults map[string]probeResult
+	// events queues Events for sendEvents.
+	events chan event
 }
 
 type backoff struct {
@@ -169,6 +171,7 @@ func New(cfg Config) (*Kubelet, error) {
 		backoff: map[string]*backoff{}, waiting: map[string]waitReason{},
 		seen:   map[string]runtimeapi.ContainerState{},
 		probes: map[probeKey]probeWorker{}, probeResults: map[string]probeResult{},
+		events: make(chan event, 1000),
 	}, nil
 }
 
@@ -206,6 +209,7 @@ func (k *Kubelet) run(ctx context.Context) error {
 	}
 	slog.Info("kubelet registered node", "node", k.cfg.NodeName, "podCIDR", k.podCIDR, "ip", k.nodeIP, "runtime", k.runtimeName+"://"+v.GetRuntimeVersion())
 	go k.heartbeat(ctx, v)
+	go k.sendEvents(ctx)
 
 	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", k.cfg.NodeName).String()

@@ -433,6 +433,25 @@ func TestKubeletRunsPods(t *testing.T) {
 		}
 	}
 
+	apiservertest.Eventually(t, 10*time.Second, "events of pod web", func() error {
+		evs, err := n.client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == "web" && e.InvolvedObject.FieldPath == "spec.containers{main}" && e.Source.Component == "kubelet" {
+				seen[e.Reason] = true
+			}
+		}
+		for _, r := range []string{"Pulled", "Created", "Started"} {
+			if !seen[r] {
+				return fmt.Errorf("no %s event; seen %v", r, seen)
+			}
+		}
+		return nil
+	})
+
 	// A container that exits 3 under restartPolicy Never fails the pod.
 	failed, _ := n.createAndWait(testPod("fail", corev1.RestartPolicyNever, "-exit-code", "3"), corev1.PodFailed)
 	if cs := failed.Status.ContainerStatuses; len(cs) != 1 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != 3 || cs[0].State.Terminated.Reason != "Error" || cs[0].RestartCount != 0 {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -138,6 +139,7 @@ func (k *Kubelet) probe(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 			} else {
 				okRun, failRun = 0, failRun+1
 				slog.Debug("kubelet probe failed", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "probe", kind.String(), "err", err)
+				k.event(pod, c.Name, corev1.EventTypeWarning, "Unhealthy", kind.String()+" probe failed: "+err.Error())
 			}
 			if k.probeOutcome(ctx, pod, c, id, kind, p, okRun >= success, failRun >= failure) {
 				return
@@ -175,6 +177,7 @@ func (k *Kubelet) probeOutcome(ctx context.Context, pod *corev1.Pod, c *corev1.C
 	}
 	if (kind == liveness || kind == startup) && failed {
 		slog.Info("kubelet restarts container after failed probe", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "probe", kind.String())
+		k.event(pod, c.Name, corev1.EventTypeNormal, "Killing", fmt.Sprintf("Container %s failed %s probe, will be restarted", c.Name, strings.ToLower(kind.String())))
 		grace := gracePeriod(pod)
 		if p.TerminationGracePeriodSeconds != nil {
 			grace = max(*p.TerminationGracePeriodSeconds, minGracePeriod)

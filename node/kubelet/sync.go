@@ -134,7 +134,7 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		// Finished: nothing runs again, and the pod's address goes back.
-		k.stopAll(ctx, st, gracePeriod(pod))
+		k.stopAll(ctx, pod, st, gracePeriod(pod))
 		for _, sb := range st.sandboxes {
 			if sb.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
 				if _, err := k.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
@@ -200,6 +200,7 @@ func (k *Kubelet) createSandbox(ctx context.Context, pod *corev1.Pod, st *podSta
 		return 5 * time.Second, false
 	}
 	if _, err := k.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg}); err != nil {
+		k.event(pod, "", corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: "+err.Error())
 		slog.Warn("kubelet cannot create pod sandbox", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		return 5 * time.Second, false
 	}
@@ -269,6 +270,9 @@ func (k *Kubelet) restart(ctx context.Context, pod *corev1.Pod, st *podState, c 
 	b := k.backoff[key]
 	if b != nil {
 		if left := b.delay - time.Since(finished); left > 0 {
+			if k.waiting[key].reason != "CrashLoopBackOff" {
+				k.event(pod, c.Name, corev1.EventTypeWarning, "BackOff", fmt.Sprintf("Back-off restarting failed container %s in pod %s_%s(%s)", c.Name, pod.Name, pod.Namespace, pod.UID))
+			}
 			k.waiting[key] = waitReason{"CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", b.delay, c.Name, pod.Name, pod.Namespace, pod.UID)}
 			k.mu.Unlock()
 			return left
@@ -314,6 +318,9 @@ func (k *Kubelet) setWaiting(pod *corev1.Pod, name, reason, message string) {
 		return
 	}
 	k.waiting[key] = waitReason{reason, message}
+	if reason != "ErrImageNeverPull" && reason != "ErrImagePull" {
+		k.event(pod, name, corev1.EventTypeWarning, "Failed", "Error: "+message)
+	}
 }
 
 // startContainer pulls the image if needed, then creates and starts the
@@ -334,11 +341,13 @@ func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, st *podSt
 		k.setWaiting(pod, c.Name, "CreateContainerError", err.Error())
 		return 5 * time.Second
 	}
+	k.event(pod, c.Name, corev1.EventTypeNormal, "Created", "Created container: "+c.Name)
 	if _, err := k.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: created.GetContainerId()}); err != nil {
 		k.setWaiting(pod, c.Name, "RunContainerError", err.Error())
 		_, _ = k.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: created.GetContainerId()})
 		return 5 * time.Second
 	}
+	k.event(pod, c.Name, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	k.setWaiting(pod, c.Name, "", "")
 	return 0
 }
@@ -354,9 +363,11 @@ func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	if policy != corev1.PullAlways {
 		s, err := k.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: spec})
 		if err == nil && s.GetImage() != nil {
+			k.event(pod, c.Name, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
 			return s.GetImage().GetId(), 0
 		}
 		if policy == corev1.PullNever {
+			k.event(pod, c.Name, corev1.EventTypeWarning, "ErrImageNeverPull", fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image))
 			k.setWaiting(pod, c.Name, "ErrImageNeverPull", fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image))
 			return "", 10 * time.Second
 		}
@@ -365,14 +376,21 @@ func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	k.mu.Lock()
 	if b := k.backoff[key]; b != nil {
 		if left := b.delay - time.Since(b.last); left > 0 {
+			if k.waiting[backoffKey(pod, c.Name)].reason != "ImagePullBackOff" {
+				k.event(pod, c.Name, corev1.EventTypeNormal, "BackOff", fmt.Sprintf("Back-off pulling image %q", c.Image))
+			}
 			k.waiting[backoffKey(pod, c.Name)] = waitReason{"ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q", c.Image)}
 			k.mu.Unlock()
 			return "", left
 		}
 	}
 	k.mu.Unlock()
+	k.event(pod, c.Name, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
+	pullStart := time.Now()
 	ref, err := k.pull(ctx, pod, spec)
 	if err != nil {
+		k.event(pod, c.Name, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
+		k.event(pod, c.Name, corev1.EventTypeWarning, "Failed", "Error: ErrImagePull")
 		k.mu.Lock()
 		b := k.backoff[key]
 		if b == nil {
@@ -390,6 +408,7 @@ func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	k.mu.Lock()
 	delete(k.backoff, key)
 	k.mu.Unlock()
+	k.event(pod, c.Name, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", c.Image, time.Since(pullStart).Round(time.Millisecond)))
 	return ref, 0
 }
 
@@ -421,11 +440,14 @@ func lastIndexByte(s string, b byte) int {
 
 // stopAll stops the pod's running containers in parallel, each with the
 // grace period (SIGTERM, SIGKILL after it).
-func (k *Kubelet) stopAll(ctx context.Context, st *podState, grace int64) {
+func (k *Kubelet) stopAll(ctx context.Context, pod *corev1.Pod, st *podState, grace int64) {
 	var wg sync.WaitGroup
 	for _, c := range st.all {
 		if c.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING && c.GetState() != runtimeapi.ContainerState_CONTAINER_CREATED {
 			continue
+		}
+		if pod != nil {
+			k.event(pod, c.GetMetadata().GetName(), corev1.EventTypeNormal, "Killing", "Stopping container "+c.GetMetadata().GetName())
 		}
 		wg.Add(1)
 		go func(id string) {
@@ -441,7 +463,7 @@ func (k *Kubelet) stopAll(ctx context.Context, st *podState, grace int64) {
 // teardown stops the containers and removes every sandbox of the pod (the
 // runtime tears the network down).
 func (k *Kubelet) teardown(ctx context.Context, st *podState, grace int64) error {
-	k.stopAll(ctx, st, grace)
+	k.stopAll(ctx, nil, st, grace)
 	for _, sb := range st.sandboxes {
 		if _, err := k.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
 			return fmt.Errorf("stop sandbox %s: %w", sb.GetId(), err)
@@ -470,7 +492,7 @@ func recordedGrace(st *podState) int64 {
 // the same name is never deleted by mistake).
 func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st *podState) time.Duration {
 	name := pod.Namespace + "/" + pod.Name
-	k.stopAll(ctx, st, gracePeriod(pod))
+	k.stopAll(ctx, pod, st, gracePeriod(pod))
 	if final, err := k.observe(ctx, pod.UID); err == nil {
 		if err := k.writeStatus(ctx, pod, k.podStatus(pod, final, true)); err != nil && !apierrors.IsNotFound(err) {
 			slog.Warn("kubelet cannot post final pod status", "pod", name, "err", err)
