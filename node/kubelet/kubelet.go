@@ -215,16 +215,21 @@ func (k *Kubelet) run(ctx context.Context) error {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", k.cfg.NodeName).String()
 	}))
 	inf := factory.Core().V1().Pods().Informer()
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { k.podChanged(ctx, o, false) },
 		UpdateFunc: func(_, o any) { k.podChanged(ctx, o, false) },
 		DeleteFunc: func(o any) { k.podChanged(ctx, o, true) },
 	})
+	if err != nil {
+		return fmt.Errorf("kubelet: pod informer: %w", err)
+	}
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+	// The handler's sync, not only the store's: k.pods must hold every pod
+	// of the initial list before the relist takes a sandbox without a known
+	// pod for an orphan and removes it.
+	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 		return nil
 	}
-	// Only now is a sandbox without a pod in the cache an orphan.
 	ticker := time.NewTicker(k.cfg.RelistInterval)
 	defer ticker.Stop()
 	for {

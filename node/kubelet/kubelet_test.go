@@ -584,6 +584,32 @@ func TestKubeletLifecycle(t *testing.T) {
 		t.Errorf("output of the main container:\n%s\nwant:\n%s", got, want)
 	}
 
+	// Hooks: postStart runs after the start, preStop before the stop;
+	// both write to a hostPath volume the test reads.
+	hostDir := t.TempDir()
+	hooks := busyboxPod("hooks", corev1.RestartPolicyAlways, "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+	hooks.Spec.Volumes = []corev1.Volume{{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hostDir}}}}
+	hooks.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "host", MountPath: "/host"}}
+	hooks.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo started > /host/poststart"}}},
+		PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo stopping > /host/prestop"}}},
+	}
+	n.createAndWait(hooks, corev1.PodRunning)
+	apiservertest.Eventually(t, 10*time.Second, "postStart hook", func() error {
+		_, err := os.Stat(filepath.Join(hostDir, "poststart"))
+		return err
+	})
+	if _, err := os.Stat(filepath.Join(hostDir, "prestop")); err == nil {
+		t.Error("preStop ran before the deletion")
+	}
+	last := n.deleteAndWait("hooks")
+	if b, err := os.ReadFile(filepath.Join(hostDir, "prestop")); err != nil || string(b) != "stopping\n" {
+		t.Errorf("preStop hook: %q, %v", b, err)
+	}
+	if cs := last.Status.ContainerStatuses; len(cs) != 1 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != 0 {
+		t.Errorf("hooks pod's last status: %+v", last.Status)
+	}
+
 	// A crash loop: restarts with back-off, CrashLoopBackOff in between,
 	// the last exit as lastState.
 	n.createAndWait(busyboxPod("crash", corev1.RestartPolicyAlways, "exit 1"), corev1.PodRunning)

@@ -303,3 +303,21 @@ func probePort(c *corev1.Container, port intstr.IntOrString) (int, error) {
 	}
 	return 0, fmt.Errorf("port %q is not a port of container %s", port.StrVal, c.Name)
 }
+
+// runHook runs a postStart or preStop handler within timeout.
+func (k *Kubelet) runHook(ctx context.Context, pod *corev1.Pod, c *corev1.Container, id, podIP string, h *corev1.LifecycleHandler, timeout time.Duration) error {
+	switch {
+	case h.Sleep != nil:
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Duration(h.Sleep.Seconds)*time.Second, timeout)):
+			return nil
+		}
+	case h.Exec != nil, h.HTTPGet != nil:
+		p := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet}}
+		return k.runProbe(ctx, pod, c, id, podIP, p, timeout)
+	}
+	// tcpSocket handlers are accepted and not run, as upstream.
+	return nil
+}

@@ -349,6 +349,14 @@ func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, st *podSt
 	}
 	k.event(pod, c.Name, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	k.setWaiting(pod, c.Name, "", "")
+	if h := c.Lifecycle; h != nil && h.PostStart != nil {
+		// A failed postStart hook kills the container; restartPolicy
+		// decides what follows, as upstream.
+		if err := k.runHook(ctx, pod, c, created.GetContainerId(), st.ip, h.PostStart, time.Duration(gracePeriod(pod))*time.Second); err != nil {
+			k.event(pod, c.Name, corev1.EventTypeWarning, "FailedPostStartHook", "PostStartHook failed: "+err.Error())
+			_, _ = k.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: created.GetContainerId(), Timeout: gracePeriod(pod)})
+		}
+	}
 	return 0
 }
 
@@ -450,12 +458,22 @@ func (k *Kubelet) stopAll(ctx context.Context, pod *corev1.Pod, st *podState, gr
 			k.event(pod, c.GetMetadata().GetName(), corev1.EventTypeNormal, "Killing", "Stopping container "+c.GetMetadata().GetName())
 		}
 		wg.Add(1)
-		go func(id string) {
+		go func(id, name string, running bool) {
 			defer wg.Done()
-			if _, err := k.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: grace}); err != nil {
+			timeout := grace
+			if spec := containerIn(pod, name); running && spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+				// The preStop hook runs within the grace period; the stop
+				// gets what is left, at least minGracePeriod.
+				start := time.Now()
+				if err := k.runHook(ctx, pod, spec, id, st.ip, spec.Lifecycle.PreStop, time.Duration(grace)*time.Second); err != nil {
+					k.event(pod, name, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: "+err.Error())
+				}
+				timeout = max(grace-int64(time.Since(start)/time.Second), minGracePeriod)
+			}
+			if _, err := k.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: timeout}); err != nil {
 				slog.Warn("kubelet cannot stop container", "container", id, "err", err)
 			}
-		}(c.GetId())
+		}(c.GetId(), c.GetMetadata().GetName(), c.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING)
 	}
 	wg.Wait()
 }
@@ -535,4 +553,12 @@ func (k *Kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, status corev
 		_, err = pods.UpdateStatus(ctx, fresh, metav1.UpdateOptions{})
 	}
 	return err
+}
+
+// containerIn is the spec of pod's container name (nil without a pod).
+func containerIn(pod *corev1.Pod, name string) *corev1.Container {
+	if pod == nil || name == "" {
+		return nil
+	}
+	return containerNamed(pod, name)
 }
