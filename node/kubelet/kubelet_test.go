@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -749,6 +750,97 @@ func TestKubeletProbes(t *testing.T) {
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
 		if l := n.leftovers(); len(l) > 0 {
 			return fmt.Errorf("left: %v", l)
+		}
+		return nil
+	})
+}
+
+// TestKubeletStartLatency measures pod start-up latency (create to Running
+// as seen through a watch), one pod at a time and 20 at a time. It runs
+// only with NAVARCH_KUBELET_PODS=N (pods per round) and asserts nothing
+// about time: it prints the numbers.
+func TestKubeletStartLatency(t *testing.T) {
+	var pods int
+	if _, err := fmt.Sscan(os.Getenv("NAVARCH_KUBELET_PODS"), &pods); err != nil || pods < 1 {
+		t.Skip("set NAVARCH_KUBELET_PODS=N to measure pod start-up latency")
+	}
+	n := startNode(t)
+	ctx := context.Background()
+	for _, parallel := range []int{1, 20} {
+		w, err := n.client.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created := make(map[string]time.Time, pods)
+		var lat []time.Duration
+		sem := make(chan struct{}, parallel)
+		errs := make(chan error, pods)
+		createdAt := make(chan [2]any, pods)
+		go func() {
+			for i := 0; i < pods; i++ {
+				sem <- struct{}{}
+				go func(i int) {
+					name := fmt.Sprintf("p%d-%d", parallel, i)
+					start := time.Now()
+					_, err := n.client.CoreV1().Pods("default").Create(ctx, testPod(name, corev1.RestartPolicyAlways), metav1.CreateOptions{})
+					errs <- err
+					createdAt <- [2]any{name, start}
+				}(i)
+			}
+		}()
+		running := map[string]time.Time{}
+		for len(lat) < pods {
+			select {
+			case c := <-createdAt:
+				created[c[0].(string)] = c[1].(time.Time)
+				if r, ok := running[c[0].(string)]; ok {
+					lat = append(lat, r.Sub(c[1].(time.Time)))
+				}
+			case err := <-errs:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case ev := <-w.ResultChan():
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok || p.Status.Phase != corev1.PodRunning {
+					continue
+				}
+				if _, seen := running[p.Name]; seen {
+					continue
+				}
+				running[p.Name] = time.Now()
+				<-sem
+				if c, ok := created[p.Name]; ok {
+					lat = append(lat, running[p.Name].Sub(c))
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatalf("%d of %d pods running", len(running), pods)
+			}
+		}
+		w.Stop()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		pct := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+		t.Logf("%d pods, %d at a time: p50 %v, p90 %v, p99 %v, max %v", pods, parallel, pct(0.5), pct(0.9), pct(0.99), lat[len(lat)-1])
+		var wg sync.WaitGroup
+		for name := range running {
+			wg.Add(1)
+			go func(name string) {
+				defer wg.Done()
+				_ = n.client.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{})
+			}(name)
+		}
+		wg.Wait()
+		apiservertest.Eventually(t, 60*time.Second, "pods deleted", func() error {
+			l, err := n.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+			if err != nil || len(l.Items) > 0 {
+				return fmt.Errorf("%d pods left, %v", len(l.Items), err)
+			}
+			return nil
+		})
+	}
+	apiservertest.Eventually(t, 20*time.Second, "nothing left on the node", func() error {
+		if l := n.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left: %d things, e.g. %v", len(l), l[0])
 		}
 		return nil
 	})
