@@ -250,7 +250,7 @@ func (n *testNode) leftovers() []string {
 	}
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, n.dataDir+"/runtime/") {
+			if strings.Contains(l, n.dataDir+"/") {
 				out = append(out, "mount "+l)
 			}
 		}
@@ -551,15 +551,16 @@ func TestKubeletLifecycle(t *testing.T) {
 	// container, which sees configMap, secret, downwardAPI and emptyDir
 	// volumes and env from keys and envFrom.
 	pod := busyboxPod("vols", corev1.RestartPolicyNever,
-		`cat /work/order; echo "cm=$(cat /cfg/greeting) sec=$(cat /sec/password) name=$(cat /info/name)"; echo "env=$FROM_CM,$FROM_SEC,$P_greeting"; ls /cfg`)
+		`cat /work/order; echo "cm=$(cat /cfg/greeting) sec=$(cat /sec/password) name=$(cat /info/name)"; echo "env=$FROM_CM,$FROM_SEC,$P_greeting"; ls /cfg; echo "fs=$(stat -f -c %T /mem),$(stat -f -c %T /sec)"`)
 	pod.Spec.Volumes = []corev1.Volume{
 		{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}},
 		{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
 		{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
 			{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
 		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "mem", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	}
-	mounts := []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}, {Name: "sec", MountPath: "/sec"}, {Name: "info", MountPath: "/info"}, {Name: "work", MountPath: "/work"}}
+	mounts := []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}, {Name: "sec", MountPath: "/sec"}, {Name: "info", MountPath: "/info"}, {Name: "work", MountPath: "/work"}, {Name: "mem", MountPath: "/mem"}}
 	pod.Spec.Containers[0].VolumeMounts = mounts
 	pod.Spec.Containers[0].Env = []corev1.EnvVar{
 		{Name: "FROM_CM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "greeting"}}},
@@ -580,7 +581,7 @@ func TestKubeletLifecycle(t *testing.T) {
 		t.Errorf("container statuses %+v", cs)
 	}
 	got := logText(t, filepath.Join(n.dataDir, "pods", string(done.UID), "logs", "main", "0.log"))
-	want := "first\nsecond\ncm=hello sec=s3cret name=vols\nenv=hello,s3cret,hello\ngreeting\nother"
+	want := "first\nsecond\ncm=hello sec=s3cret name=vols\nenv=hello,s3cret,hello\ngreeting\nother\nfs=tmpfs,tmpfs"
 	if got != want {
 		t.Errorf("output of the main container:\n%s\nwant:\n%s", got, want)
 	}

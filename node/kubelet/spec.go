@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -300,13 +301,28 @@ func (k *Kubelet) mounts(ctx context.Context, pod *corev1.Pod, c *corev1.Contain
 				return nil, err
 			}
 			host = filepath.Join(k.podDir(pod.UID), "volumes", kind, v.Name)
+			// Secrets never touch the disk, as upstream: their volumes
+			// (and projected ones, which may hold secrets) are tmpfs.
+			if kind != "kubernetes.io~configmap" && kind != "kubernetes.io~downward-api" {
+				if err := mountTmpfs(host, ""); err != nil {
+					return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+				}
+			}
 			if err := writeVolume(host, files); err != nil {
 				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 			}
 			readOnly = true
 		case v.EmptyDir != nil:
 			host = filepath.Join(k.podDir(pod.UID), "volumes", "kubernetes.io~empty-dir", v.Name)
-			if err := os.MkdirAll(host, 0o777); err != nil {
+			if v.EmptyDir.Medium == corev1.StorageMediumMemory {
+				size := ""
+				if v.EmptyDir.SizeLimit != nil {
+					size = strconv.FormatInt(v.EmptyDir.SizeLimit.Value(), 10)
+				}
+				if err := mountTmpfs(host, size); err != nil {
+					return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+				}
+			} else if err := os.MkdirAll(host, 0o777); err != nil {
 				return nil, err
 			}
 			// MkdirAll honours the umask; an emptyDir is world-writable.
@@ -551,4 +567,48 @@ func expandVars(s string, vars map[string]string) string {
 		}
 	}
 	return b.String()
+}
+
+// mountTmpfs makes dir a tmpfs (of size bytes, "" for the default) unless
+// it already is one. unmountPodDir undoes it with the pod.
+func mountTmpfs(dir, size string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC {
+		return nil
+	}
+	opts := "mode=0755"
+	if size != "" {
+		opts += ",size=" + size
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// removePodDir unmounts whatever the kubelet mounted under a pod's
+// directory, then removes it; it never follows a mount out of it.
+func removePodDir(dir string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var mounts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	// Deepest first.
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	for _, m := range mounts {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			return fmt.Errorf("unmount %s: %w", m, err)
+		}
+	}
+	return os.RemoveAll(dir)
 }

@@ -126,7 +126,10 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 			slog.Warn("kubelet cannot remove pod", "uid", uid, "err", err)
 			return 2 * time.Second, false
 		}
-		_ = os.RemoveAll(k.podDir(uid))
+		if err := removePodDir(k.podDir(uid)); err != nil {
+			slog.Warn("kubelet cannot remove pod directory", "uid", uid, "err", err)
+			return 2 * time.Second, false
+		}
 		return 0, true
 	}
 	if pod.DeletionTimestamp != nil {
@@ -521,7 +524,10 @@ func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st *podState) 
 		slog.Warn("kubelet cannot remove pod", "pod", name, "err", err)
 		return 2 * time.Second
 	}
-	_ = os.RemoveAll(k.podDir(pod.UID))
+	if err := removePodDir(k.podDir(pod.UID)); err != nil {
+		slog.Warn("kubelet cannot remove pod directory", "pod", name, "err", err)
+		return 2 * time.Second
+	}
 	err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: new(int64), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
