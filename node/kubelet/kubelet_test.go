@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
@@ -612,6 +613,18 @@ func TestKubeletLifecycle(t *testing.T) {
 		t.Errorf("hooks pod's last status: %+v", last.Status)
 	}
 
+	// A memory limit exceeded: OOMKilled.
+	oom := testPod("oom", corev1.RestartPolicyNever)
+	oom.Spec.Containers[0].Env = append(oom.Spec.Containers[0].Env, corev1.EnvVar{Name: "ALLOC_MIB", Value: "64"})
+	oom.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")}
+	oomed, _ := n.createAndWait(oom, corev1.PodFailed)
+	if cs := oomed.Status.ContainerStatuses; len(cs) != 1 || cs[0].State.Terminated == nil || cs[0].State.Terminated.Reason != "OOMKilled" || cs[0].State.Terminated.ExitCode != 137 {
+		t.Errorf("oom pod's container statuses %+v", cs)
+	}
+	if oomed.Status.QOSClass != corev1.PodQOSBurstable {
+		t.Errorf("oom pod's QoS class %q, want Burstable", oomed.Status.QOSClass)
+	}
+
 	// A crash loop: restarts with back-off, CrashLoopBackOff in between,
 	// the last exit as lastState.
 	n.createAndWait(busyboxPod("crash", corev1.RestartPolicyAlways, "exit 1"), corev1.PodRunning)
@@ -653,7 +666,7 @@ func TestKubeletLifecycle(t *testing.T) {
 		return fmt.Errorf("status %+v", p.Status)
 	})
 
-	for _, name := range []string{"vols", "crash", "pullfail"} {
+	for _, name := range []string{"vols", "oom", "crash", "pullfail"} {
 		n.deleteAndWait(name)
 	}
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
