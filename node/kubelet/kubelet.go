@@ -33,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -118,6 +119,8 @@ type Kubelet struct {
 	probeResults map[string]probeResult
 	// events queues Events for sendEvents.
 	events chan event
+	// services lists Services for the containers' service env vars.
+	services corelisters.ServiceLister
 }
 
 type backoff struct {
@@ -222,6 +225,15 @@ func (k *Kubelet) run(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("kubelet: pod informer: %w", err)
+	}
+	// Services of every namespace, without the pods' node selector.
+	svcFactory := informers.NewSharedInformerFactory(k.client, 0)
+	svcInf := svcFactory.Core().V1().Services()
+	k.services = svcInf.Lister()
+	svcFactory.Start(ctx.Done())
+	defer svcFactory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced) {
+		return nil
 	}
 	factory.Start(ctx.Done())
 	// The handler's sync, not only the store's: k.pods must hold every pod

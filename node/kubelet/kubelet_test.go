@@ -365,6 +365,14 @@ func (n *testNode) deleteAndWait(name string) *corev1.Pod {
 func TestKubeletRunsPods(t *testing.T) {
 	n := startNode(t)
 	ctx := context.Background()
+	// A Service, so that containers get its env vars (its IP given: the
+	// test API server allocates none; created before the
+	// node is ready, so the kubelet knows it when the pods come).
+	svc, err := n.client.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "my-svc"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.43.0.77", Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	apiservertest.Eventually(t, 20*time.Second, "node ready", func() error {
 		node, err := n.client.CoreV1().Nodes().Get(ctx, n.node, metav1.GetOptions{})
@@ -429,7 +437,10 @@ func TestKubeletRunsPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"GREETING=hello", "MY_NAME=web", "MY_IP=" + web.Status.PodIP, "COMBINED=hello-web"} {
+	svcIP := svc.Spec.ClusterIP
+	for _, want := range []string{"GREETING=hello", "MY_NAME=web", "MY_IP=" + web.Status.PodIP, "COMBINED=hello-web",
+		"MY_SVC_SERVICE_HOST=" + svcIP, "MY_SVC_SERVICE_PORT=80", "MY_SVC_SERVICE_PORT_HTTP=80", "MY_SVC_PORT=tcp://" + svcIP + ":80",
+		"MY_SVC_PORT_80_TCP_ADDR=" + svcIP, "MY_SVC_PORT_80_TCP_PROTO=tcp"} {
 		if !strings.Contains(env, want+"\n") {
 			t.Errorf("env lacks %s:\n%s", want, env)
 		}

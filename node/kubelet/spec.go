@@ -369,6 +369,9 @@ func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.C
 		}
 		vars[name] = val
 	}
+	for _, nv := range k.serviceEnv(pod) {
+		set(nv.name, nv.value)
+	}
 	for _, src := range c.EnvFrom {
 		var data map[string][]byte
 		switch {
