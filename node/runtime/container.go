@@ -63,21 +63,24 @@ func (s *Server) getContainer(id string) (*container, error) {
 
 // state derives the container's state and, once exited, its exit record.
 func (s *Server) state(c *container) (runtimeapi.ContainerState, *exitRecord) {
+	s.mu.Lock()
+	shimPID, startedAt := c.ShimPID, c.StartedAt
+	s.mu.Unlock()
 	rec := &exitRecord{}
 	if err := readJSON(filepath.Join(s.containerDir(c.ID), "exit.json"), rec); err == nil {
 		return runtimeapi.ContainerState_CONTAINER_EXITED, rec
 	}
-	if c.ShimPID == 0 {
+	if shimPID == 0 {
 		return runtimeapi.ContainerState_CONTAINER_UNKNOWN, nil
 	}
-	if !processAlive(c.ShimPID, c.ID) {
+	if !processAlive(shimPID, c.ID) {
 		// The shim writes exit.json before it exits; it may have just done so.
 		if err := readJSON(filepath.Join(s.containerDir(c.ID), "exit.json"), rec); err == nil {
 			return runtimeapi.ContainerState_CONTAINER_EXITED, rec
 		}
 		return runtimeapi.ContainerState_CONTAINER_EXITED, &exitRecord{ExitCode: 255, Message: "the runtime shim ended without an exit status"}
 	}
-	if c.StartedAt != 0 {
+	if startedAt != 0 {
 		return runtimeapi.ContainerState_CONTAINER_RUNNING, nil
 	}
 	return runtimeapi.ContainerState_CONTAINER_CREATED, nil
@@ -345,14 +348,17 @@ func (s *Server) removeContainer(c *container) error {
 func (s *Server) criStatus(c *container) *runtimeapi.ContainerStatus {
 	cfg := c.config()
 	st, rec := s.state(c)
+	s.mu.Lock()
+	startedAt, res := c.StartedAt, c.resources()
+	s.mu.Unlock()
 	out := &runtimeapi.ContainerStatus{
 		Id: c.ID, Metadata: cfg.GetMetadata(), State: st,
-		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt,
+		CreatedAt: c.CreatedAt, StartedAt: startedAt,
 		Image: cfg.GetImage(), ImageRef: c.ImageID, ImageId: c.ImageID,
 		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
 	}
-	if res := c.resources(); res != nil {
+	if res != nil {
 		out.Resources = &runtimeapi.ContainerResources{Linux: res}
 	}
 	if rec != nil {

@@ -126,12 +126,15 @@ func (e *testEnv) start() {
 		t.Fatal(err)
 	}
 	e.rt = runtimeapi.NewRuntimeServiceClient(conn)
+	var once sync.Once
 	e.stopServer = func() {
-		conn.Close()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+		once.Do(func() {
+			conn.Close()
+			cancel()
+			if err := <-served; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
 	}
 	eventually(t, 5*time.Second, func() error {
 		_, err := e.rt.Version(context.Background(), &runtimeapi.VersionRequest{})
@@ -741,6 +744,41 @@ func TestRestartReadoptsRunningContainer(t *testing.T) {
 	// Whether the shell dies of SIGTERM (143) or of the SIGKILL (137) is its own business.
 	if st := e.status(id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || (st.ExitCode != 137 && st.ExitCode != 143) {
 		t.Errorf("stop of a re-adopted container: %s exit %d", st.State, st.ExitCode)
+	}
+}
+
+func TestOrphansRemovedOnStart(t *testing.T) {
+	e := newEnv(t)
+	e.stopServer()
+	// What a crash between mkdir and the first record write leaves.
+	rootfs := filepath.Join(e.state, "containers", "orphan", "bundle", "rootfs")
+	netns := filepath.Join(e.state, "sandboxes", "orphan", "netns")
+	for _, d := range []string{rootfs, filepath.Dir(netns)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(netns, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct{ src, dst, fstype string }{{"tmpfs", rootfs, "tmpfs"}, {"/proc/self/ns/net", netns, ""}} {
+		flags := uintptr(0)
+		if m.fstype == "" {
+			flags = syscall.MS_BIND
+		}
+		if err := syscall.Mount(m.src, m.dst, m.fstype, flags, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start()
+	for _, d := range []string{"containers", "sandboxes"} {
+		if _, err := os.Stat(filepath.Join(e.state, d, "orphan")); !os.IsNotExist(err) {
+			t.Errorf("orphan %s dir still there: %v", d, err)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), "orphan") {
+		t.Errorf("orphan mounts left:\n%s", mounts)
 	}
 }
 

@@ -77,19 +77,18 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
 	}
+	// The sandbox joins the map only once set up, so no other call sees it
+	// half-made; a crash half-way leaves its record for the next start.
 	sb := &sandbox{ID: id, Config: raw, CreatedAt: time.Now().UnixNano(), RuntimeHandler: req.GetRuntimeHandler()}
-	s.mu.Lock()
-	s.sandboxes[id] = sb
-	s.mu.Unlock()
 	if err := s.setupSandbox(ctx, sb, cfg, dir); err != nil {
 		s.teardownSandbox(ctx, sb)
-		s.mu.Lock()
-		delete(s.sandboxes, id)
-		s.mu.Unlock()
 		_ = os.RemoveAll(dir)
 		m := cfg.GetMetadata()
 		return nil, fmt.Errorf("sandbox %s/%s: %w", m.GetNamespace(), m.GetName(), err)
 	}
+	s.mu.Lock()
+	s.sandboxes[id] = sb
+	s.mu.Unlock()
 	slog.Debug("runtime sandbox ready", "id", id, "pod", cfg.GetMetadata().GetName(), "ip", sb.IP)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
@@ -310,20 +309,26 @@ func writeEtcFiles(dir, hostname, ip string, dns *runtimeapi.DNSConfig) error {
 }
 
 // teardownSandbox releases the network and the namespaces; it is idempotent.
+// The fields it changes are written under s.mu, as List reads them.
 func (s *Server) teardownSandbox(ctx context.Context, sb *sandbox) {
-	if sb.PausePID != 0 && processAlive(sb.PausePID, sb.ID) {
-		_ = unix.Kill(sb.PausePID, unix.SIGKILL)
+	s.mu.Lock()
+	pause, networkUp := sb.PausePID, sb.NetworkUp
+	s.mu.Unlock()
+	if pause != 0 && processAlive(pause, sb.ID) {
+		_ = unix.Kill(pause, unix.SIGKILL)
 	}
-	sb.PausePID = 0
-	if sb.NetworkUp && s.cfg.NetworkTeardown != nil {
+	if networkUp && s.cfg.NetworkTeardown != nil {
 		if err := s.cfg.NetworkTeardown(ctx, sb.ID, sb.NetNS, sb.config()); err != nil {
 			slog.Warn("runtime network teardown failed", "sandbox", sb.ID, "err", err)
 		} else {
-			sb.NetworkUp = false
+			networkUp = false
 		}
 	} else {
-		sb.NetworkUp = false
+		networkUp = false
 	}
+	s.mu.Lock()
+	sb.PausePID, sb.NetworkUp = 0, networkUp
+	s.mu.Unlock()
 	for _, f := range []string{sb.NetNS, sb.UTSNS, sb.IPCNS, sb.Shm} {
 		if f == "" {
 			continue
@@ -351,7 +356,9 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 		}
 	}
 	s.teardownSandbox(ctx, sb)
+	s.mu.Lock()
 	sb.Ready = false
+	s.mu.Unlock()
 	if err := s.saveSandbox(sb); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", sb.ID, err)
 	}

@@ -122,7 +122,12 @@ func (s *Server) load() error {
 	for _, d := range dirs {
 		sb := &sandbox{}
 		if err := readJSON(filepath.Join(s.sandboxDir(d.Name()), "sandbox.json"), sb); err != nil {
-			slog.Warn("runtime skips unreadable sandbox", "id", d.Name(), "err", err)
+			// A crash before the first record write: nothing refers to it.
+			slog.Warn("runtime removes sandbox without a record", "id", d.Name(), "err", err)
+			dir := s.sandboxDir(d.Name())
+			s.teardownSandbox(context.Background(), &sandbox{ID: d.Name(), NetNS: filepath.Join(dir, "netns"),
+				UTSNS: filepath.Join(dir, "utsns"), IPCNS: filepath.Join(dir, "ipcns"), Shm: filepath.Join(dir, "shm")})
+			_ = os.RemoveAll(dir)
 			continue
 		}
 		// After a reboot the namespace bind mounts are gone: such a sandbox
@@ -136,7 +141,8 @@ func (s *Server) load() error {
 	for _, d := range dirs {
 		c := &container{}
 		if err := readJSON(filepath.Join(s.containerDir(d.Name()), "container.json"), c); err != nil {
-			slog.Warn("runtime skips unreadable container", "id", d.Name(), "err", err)
+			slog.Warn("runtime removes container without a record", "id", d.Name(), "err", err)
+			s.cleanupContainer(d.Name())
 			continue
 		}
 		s.containers[c.ID] = c
