@@ -150,7 +150,10 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 	}
 
 	again := time.Duration(0)
-	if st.sandbox == nil {
+	// A restartPolicy Never pod whose sandbox died after its containers ran
+	// is not run again (upstream neither): its status says how they ended.
+	rerun := pod.Spec.RestartPolicy != corev1.RestartPolicyNever || len(st.byName) == 0
+	if st.sandbox == nil && rerun {
 		if d, ok := k.createSandbox(ctx, pod, st); !ok {
 			again = d
 		} else if st, err = k.observe(ctx, uid); err != nil {
