@@ -35,6 +35,9 @@ type container struct {
 	CreatedAt int64  `json:"createdAt"`
 	StartedAt int64  `json:"startedAt,omitempty"`
 	ShimPID   int    `json:"shimPid"`
+	// StopSignal is what StopContainer sends first: the container's, else
+	// the image's, else SIGTERM.
+	StopSignal string `json:"stopSignal,omitempty"`
 	// Resources are the current limits after UpdateContainerResources.
 	Resources []byte `json:"resources,omitempty"`
 }
@@ -157,7 +160,12 @@ func (s *Server) createContainer(id string, cfg *runtimeapi.ContainerConfig, sb 
 	if err != nil {
 		return nil, err
 	}
-	c := &container{ID: id, SandboxID: sb.ID, Config: raw, ImageID: imageID, Cgroup: spec.Linux.CgroupsPath, CreatedAt: time.Now().UnixNano()}
+	c := &container{ID: id, SandboxID: sb.ID, Config: raw, ImageID: imageID, Cgroup: spec.Linux.CgroupsPath, CreatedAt: time.Now().UnixNano(), StopSignal: "SIGTERM"}
+	if sig := cfg.GetStopSignal(); sig != runtimeapi.Signal_RUNTIME_DEFAULT {
+		c.StopSignal = sig.String()
+	} else if img != nil && img.Config.StopSignal != "" {
+		c.StopSignal = img.Config.StopSignal
+	}
 	if cfg.GetLogPath() != "" {
 		c.LogPath = filepath.Join(sb.config().GetLogDirectory(), cfg.GetLogPath())
 		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
@@ -283,7 +291,11 @@ func (s *Server) stopContainer(c *container, grace time.Duration) error {
 	}
 	if st == runtimeapi.ContainerState_CONTAINER_RUNNING && grace > 0 {
 		// An error here means the process is already gone; the wait tells.
-		_ = s.runc(context.Background(), nil, "kill", c.ID, "TERM")
+		sig := c.StopSignal
+		if sig == "" {
+			sig = "SIGTERM"
+		}
+		_ = s.runc(context.Background(), nil, "kill", c.ID, sig)
 		if s.waitExit(c, grace) {
 			return nil
 		}
@@ -357,6 +369,9 @@ func (s *Server) criStatus(c *container) *runtimeapi.ContainerStatus {
 		Image: cfg.GetImage(), ImageRef: c.ImageID, ImageId: c.ImageID,
 		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
+	}
+	if v, ok := runtimeapi.Signal_value[c.StopSignal]; ok {
+		out.StopSignal = runtimeapi.Signal(v)
 	}
 	if res != nil {
 		out.Resources = &runtimeapi.ContainerResources{Linux: res}

@@ -534,6 +534,23 @@ func TestStopContainerGracePeriod(t *testing.T) {
 		}
 		return nil
 	})
+	// A container's own stop signal is sent instead of SIGTERM.
+	quit := ctrConfig("quit", "sh", "-c", "trap 'echo got QUIT; exit 0' QUIT; trap '' TERM; echo ready; while true; do sleep 1; done")
+	quit.StopSignal = runtimeapi.Signal_SIGQUIT
+	qid := e.run(sb, cfg, quit)
+	eventually(t, 10*time.Second, func() error {
+		b, _ := os.ReadFile(e.status(qid).LogPath)
+		if !strings.Contains(string(b), "ready") {
+			return fmt.Errorf("not ready yet")
+		}
+		return nil
+	})
+	if _, err := e.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: qid, Timeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(qid); st.ExitCode != 0 || st.StopSignal != runtimeapi.Signal_SIGQUIT {
+		t.Errorf("quit: exit %d stop signal %s, want 0 by its QUIT trap", st.ExitCode, st.StopSignal)
+	}
 	// Stopping again is a no-op.
 	if _, err := e.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: stubborn, Timeout: 1}); err != nil {
 		t.Errorf("second stop: %v", err)
