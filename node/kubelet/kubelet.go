@@ -98,6 +98,7 @@ type Kubelet struct {
 	img    runtimeapi.ImageServiceClient
 
 	// Set by Run before any pod is synced.
+	runCtx      context.Context
 	runtimeName string
 	nodeIP      string
 	podCIDR     string
@@ -189,6 +190,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 }
 
 func (k *Kubelet) run(ctx context.Context) error {
+	k.runCtx = ctx
 	v, err := k.rt.Version(ctx, &runtimeapi.VersionRequest{})
 	if err != nil {
 		return fmt.Errorf("kubelet: container runtime: %w", err)
@@ -270,7 +272,7 @@ func (k *Kubelet) podChanged(ctx context.Context, o any, deleted bool) {
 		k.pods[pod.UID] = pod
 	}
 	k.mu.Unlock()
-	k.enqueue(ctx, pod.UID)
+	k.enqueue(pod.UID)
 }
 
 // relist reads every container's state back from the runtime and wakes the
@@ -307,18 +309,19 @@ func (k *Kubelet) relist(ctx context.Context) {
 	k.seen = now
 	k.mu.Unlock()
 	for uid := range wake {
-		k.enqueue(ctx, uid)
+		k.enqueue(uid)
 	}
 }
 
-// enqueue wakes uid's worker, starting one if it has none.
-func (k *Kubelet) enqueue(ctx context.Context, uid types.UID) {
+// enqueue wakes uid's worker, starting one if it has none. Workers live as
+// long as Run, whoever wakes them (a probe's goroutine has a shorter life).
+func (k *Kubelet) enqueue(uid types.UID) {
 	k.mu.Lock()
 	ch, ok := k.workers[uid]
 	if !ok {
 		ch = make(chan struct{}, 1)
 		k.workers[uid] = ch
-		go k.work(ctx, uid, ch)
+		go k.work(k.runCtx, uid, ch)
 	}
 	k.mu.Unlock()
 	select {

@@ -170,7 +170,7 @@ func (k *Kubelet) probeOutcome(ctx context.Context, pod *corev1.Pod, c *corev1.C
 	k.probeResults[id] = r
 	k.mu.Unlock()
 	if r != before {
-		k.enqueue(ctx, pod.UID)
+		k.enqueue(pod.UID)
 	}
 	if kind == startup && succeeded {
 		return true
@@ -185,7 +185,7 @@ func (k *Kubelet) probeOutcome(ctx context.Context, pod *corev1.Pod, c *corev1.C
 		if _, err := k.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: grace}); err != nil && ctx.Err() == nil {
 			slog.Warn("kubelet cannot stop container", "container", id, "err", err)
 		}
-		k.enqueue(ctx, pod.UID)
+		k.enqueue(pod.UID)
 		return true
 	}
 	return false
