@@ -36,7 +36,7 @@ func (d dirImages) Resolve(ref string) (string, []string, *v1.ConfigFile, error)
 
 var busyboxApplets = []string{
 	"sh", "sleep", "cat", "echo", "ls", "id", "hostname", "wget", "httpd", "readlink",
-	"true", "false", "ps", "head", "tail", "dd", "env", "mkdir", "touch", "kill", "pwd", "grep",
+	"true", "false", "ps", "head", "tail", "dd", "env", "mkdir", "touch", "kill", "pwd", "grep", "wc",
 }
 
 // makeBusyboxRootfs builds a one-layer rootfs with a static busybox and its

@@ -670,6 +670,13 @@ func TestImageConfigAndSecurityContext(t *testing.T) {
 	if strings.Join(out, "|") != strings.Join(want, "|") {
 		t.Errorf("container saw\n%q\nwant\n%q", out, want)
 	}
+	// A host device given to the container is there and usable.
+	dv := ctrConfig("device", "sh", "-c", "echo x > /dev/mynull && head -c 3 /dev/myzero | wc -c")
+	dv.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/mynull", Permissions: "rw"}, {HostPath: "/dev/zero", ContainerPath: "/dev/myzero", Permissions: "r"}}
+	st = e.waitExited(e.run(sb, cfg, dv))
+	if b, _ := os.ReadFile(st.LogPath); st.ExitCode != 0 || !strings.Contains(string(b), "stdout F 3") {
+		t.Errorf("device container: exit %d, log %s", st.ExitCode, b)
+	}
 	// Kubernetes' merge: args replace the image's cmd under its entrypoint; a
 	// command replaces the entrypoint and drops the cmd.
 	for _, tc := range []struct {

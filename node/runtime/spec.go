@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -358,6 +359,14 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 			linux.ReadonlyPaths = sc.GetReadonlyPaths()
 		}
 	}
+	for _, d := range cfg.GetDevices() {
+		dev, rule, err := hostDevice(d)
+		if err != nil {
+			return nil, err
+		}
+		linux.Devices = append(linux.Devices, dev)
+		linux.Resources.Devices = append(linux.Resources.Devices, rule)
+	}
 	spec.Linux = linux
 
 	sysOpts := []string{"nosuid", "noexec", "nodev", "ro"}
@@ -416,4 +425,31 @@ func (s *Server) cgroupPath(sbCfg *runtimeapi.PodSandboxConfig, id string) strin
 		parent = s.cfg.CgroupParent
 	}
 	return filepath.Join("/", parent, id)
+}
+
+// hostDevice makes a CRI device (a host device node) into an OCI device and
+// the cgroup rule that allows it.
+func hostDevice(d *runtimeapi.Device) (specs.LinuxDevice, specs.LinuxDeviceCgroup, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(d.GetHostPath(), &st); err != nil {
+		return specs.LinuxDevice{}, specs.LinuxDeviceCgroup{}, fmt.Errorf("device %s: %w", d.GetHostPath(), err)
+	}
+	typ := ""
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		typ = "c"
+	case unix.S_IFBLK:
+		typ = "b"
+	default:
+		return specs.LinuxDevice{}, specs.LinuxDeviceCgroup{}, fmt.Errorf("device %s: not a device node", d.GetHostPath())
+	}
+	major, minor := int64(unix.Major(uint64(st.Rdev))), int64(unix.Minor(uint64(st.Rdev)))
+	mode := os.FileMode(st.Mode & 0o777)
+	uid, gid := st.Uid, st.Gid
+	perms := d.GetPermissions()
+	if perms == "" {
+		perms = "rwm"
+	}
+	dev := specs.LinuxDevice{Path: d.GetContainerPath(), Type: typ, Major: major, Minor: minor, FileMode: &mode, UID: &uid, GID: &gid}
+	return dev, specs.LinuxDeviceCgroup{Allow: true, Type: typ, Major: &major, Minor: &minor, Access: perms}, nil
 }
