@@ -183,12 +183,22 @@ func (k *Kubelet) nodeStatus(ctx context.Context, st *corev1.NodeStatus, v *runt
 	if msg := runtimeNotReady(ctx, k.rt); msg != "" {
 		ready.Status, ready.Reason, ready.Message = corev1.ConditionFalse, "KubeletNotReady", msg
 	}
-	conds := []corev1.NodeCondition{
-		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "kubelet has sufficient memory available"},
-		{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", Message: "kubelet has no disk pressure"},
-		{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", Message: "kubelet has sufficient PID available"},
-		ready,
+	// Pressure as upstream's default hard eviction thresholds define it
+	// (memory.available<100Mi, nodefs.available<10%, pid.available<10%);
+	// nothing is evicted yet, the conditions only say so.
+	memory := corev1.NodeCondition{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "kubelet has sufficient memory available"}
+	if avail := memAvailable(); avail >= 0 && avail < 100<<20 {
+		memory.Status, memory.Reason, memory.Message = corev1.ConditionTrue, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"
 	}
+	disk := corev1.NodeCondition{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", Message: "kubelet has no disk pressure"}
+	if fs.Blocks > 0 && fs.Bavail < fs.Blocks/10 {
+		disk.Status, disk.Reason, disk.Message = corev1.ConditionTrue, "KubeletHasDiskPressure", "kubelet has disk pressure"
+	}
+	pid := corev1.NodeCondition{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", Message: "kubelet has sufficient PID available"}
+	if used, limit := pidUsage(); limit > 0 && limit-used < limit/10 {
+		pid.Status, pid.Reason, pid.Message = corev1.ConditionTrue, "KubeletHasInsufficientPID", "kubelet has insufficient PID available"
+	}
+	conds := []corev1.NodeCondition{memory, disk, pid, ready}
 	now := metav1.Now()
 	for i := range conds {
 		conds[i].LastHeartbeatTime, conds[i].LastTransitionTime = now, now
@@ -216,7 +226,29 @@ func runtimeNotReady(ctx context.Context, rt runtimeapi.RuntimeServiceClient) st
 }
 
 // memTotal is MemTotal of /proc/meminfo in bytes.
-func memTotal() int64 {
+func memTotal() int64 { return meminfo("MemTotal") }
+
+// memAvailable is MemAvailable of /proc/meminfo in bytes, -1 if unknown.
+func memAvailable() int64 {
+	if v := meminfo("MemAvailable"); v > 0 {
+		return v
+	}
+	return -1
+}
+
+// pidUsage is the number of processes and the pid limit (kernel.pid_max).
+func pidUsage() (used, limit int64) {
+	fmt.Sscan(readTrim("/proc/sys/kernel/pid_max"), &limit)
+	// The fourth field of loadavg is running/total scheduling entities.
+	if f := strings.Fields(readTrim("/proc/loadavg")); len(f) > 3 {
+		if _, total, ok := strings.Cut(f[3], "/"); ok {
+			fmt.Sscan(total, &used)
+		}
+	}
+	return used, limit
+}
+
+func meminfo(key string) int64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -225,7 +257,7 @@ func memTotal() int64 {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var kb int64
-		if n, _ := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); n == 1 {
+		if n, _ := fmt.Sscanf(sc.Text(), key+": %d kB", &kb); n == 1 {
 			return kb << 10
 		}
 	}
