@@ -88,6 +88,12 @@ type Config struct {
 	// BackoffInitial is the first crash-loop and image-pull back-off
 	// (default 10 s, upstream's); it doubles up to 5 min.
 	BackoffInitial time.Duration
+	// Image garbage collection (upstream's defaults: every 5 min, from 85%
+	// of the image filesystem down to 80%, images at least 2 min old).
+	ImageGCInterval             time.Duration
+	ImageGCHighThresholdPercent int
+	ImageGCLowThresholdPercent  int
+	ImageMinAge                 time.Duration
 }
 
 // Kubelet runs the pods bound to one node.
@@ -122,6 +128,8 @@ type Kubelet struct {
 	events chan event
 	// services lists Services for the containers' service env vars.
 	services corelisters.ServiceLister
+	// imageFirstSeen and imageLastUsed order images for garbage collection.
+	imageFirstSeen, imageLastUsed map[string]time.Time
 }
 
 type backoff struct {
@@ -166,6 +174,18 @@ func New(cfg Config) (*Kubelet, error) {
 	if cfg.BackoffInitial == 0 {
 		cfg.BackoffInitial = 10 * time.Second
 	}
+	if cfg.ImageGCInterval == 0 {
+		cfg.ImageGCInterval = 5 * time.Minute
+	}
+	if cfg.ImageGCHighThresholdPercent == 0 {
+		cfg.ImageGCHighThresholdPercent = 85
+	}
+	if cfg.ImageGCLowThresholdPercent == 0 {
+		cfg.ImageGCLowThresholdPercent = 80
+	}
+	if cfg.ImageMinAge == 0 {
+		cfg.ImageMinAge = 2 * time.Minute
+	}
 	if cfg.RelistInterval == 0 {
 		cfg.RelistInterval = time.Second
 	}
@@ -175,7 +195,8 @@ func New(cfg Config) (*Kubelet, error) {
 		backoff: map[string]*backoff{}, waiting: map[string]waitReason{},
 		seen:   map[string]runtimeapi.ContainerState{},
 		probes: map[probeKey]probeWorker{}, probeResults: map[string]probeResult{},
-		events: make(chan event, 1000),
+		events:         make(chan event, 1000),
+		imageFirstSeen: map[string]time.Time{}, imageLastUsed: map[string]time.Time{},
 	}, nil
 }
 
@@ -215,6 +236,7 @@ func (k *Kubelet) run(ctx context.Context) error {
 	slog.Info("kubelet registered node", "node", k.cfg.NodeName, "podCIDR", k.podCIDR, "ip", k.nodeIP, "runtime", k.runtimeName+"://"+v.GetRuntimeVersion())
 	go k.heartbeat(ctx, v)
 	go k.sendEvents(ctx)
+	go k.imageGCLoop(ctx)
 
 	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", k.cfg.NodeName).String()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -31,6 +32,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
+	"github.com/navarch/navarch/node/images"
 	"github.com/navarch/navarch/node/network"
 	noderuntime "github.com/navarch/navarch/node/runtime"
 )
@@ -111,7 +113,8 @@ type testNode struct {
 	subnet  *net.IPNet
 	node    string
 	conn    *grpc.ClientConn
-	// stopKubelet stops the running kubelet.
+	// kubelet is the running kubelet, stopKubelet stops it.
+	kubelet     *Kubelet
 	stopKubelet func()
 }
 
@@ -184,10 +187,13 @@ func (n *testNode) startKubelet() {
 		// Short, so that the test sees exits and restarts at once.
 		RelistInterval: 200 * time.Millisecond,
 		BackoffInitial: time.Second,
+		// Image GC only when a test calls it, and then of every unused image.
+		ImageGCInterval: time.Hour, ImageGCHighThresholdPercent: 1, ImageGCLowThresholdPercent: 1, ImageMinAge: time.Nanosecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.kubelet = k
 	ran := make(chan error, 1)
 	go func() { ran <- k.Run(ctx) }()
 	n.stopKubelet = func() {
@@ -770,6 +776,29 @@ func TestKubeletProbes(t *testing.T) {
 			return nil
 		})
 		n.deleteAndWait("exec")
+
+		// Image garbage collection (thresholds at 1%: everything unused
+		// goes) removes busybox, no longer used, and keeps the testserver.
+		// The pod, of grace period 0, left the API at once: wait for the
+		// kubelet to remove its containers.
+		apiservertest.Eventually(t, 10*time.Second, "exec pod removed", func() error {
+			sbs, err := n.builtin.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{labelPodName: "exec"}}})
+			if err != nil || len(sbs.Items) > 0 {
+				return fmt.Errorf("sandboxes %v, %v", sbs, err)
+			}
+			return nil
+		})
+		if freed, err := n.kubelet.imageGC(ctx); err == nil {
+			t.Error("image GC met a 1% threshold")
+		} else {
+			t.Logf("image GC freed %d bytes: %v", freed, err)
+		}
+		if _, err := n.builtin.Store.Get("navarch.io/busybox:1"); !errors.Is(err, images.ErrNotFound) {
+			t.Errorf("unused busybox image after GC: %v", err)
+		}
+		if _, err := n.builtin.Store.Get("navarch.io/testserver:1"); err != nil {
+			t.Errorf("testserver image, in use, after GC: %v", err)
+		}
 	}
 	n.deleteAndWait("probed")
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
