@@ -642,6 +642,14 @@ func TestKubeletLifecycle(t *testing.T) {
 		t.Errorf("oom pod's QoS class %q, want Burstable", oomed.Status.QOSClass)
 	}
 
+	// activeDeadlineSeconds: the pod is failed once it passed.
+	deadline := testPod("deadline", corev1.RestartPolicyAlways)
+	deadline.Spec.ActiveDeadlineSeconds = ptrTo(int64(1))
+	late, _ := n.createAndWait(deadline, corev1.PodFailed)
+	if late.Status.Reason != "DeadlineExceeded" || len(late.Status.ContainerStatuses) != 1 || late.Status.ContainerStatuses[0].State.Terminated == nil {
+		t.Errorf("deadline pod's status %+v", late.Status)
+	}
+
 	// A crash loop: restarts with back-off, CrashLoopBackOff in between,
 	// the last exit as lastState.
 	n.createAndWait(busyboxPod("crash", corev1.RestartPolicyAlways, "exit 1"), corev1.PodRunning)
@@ -683,7 +691,7 @@ func TestKubeletLifecycle(t *testing.T) {
 		return fmt.Errorf("status %+v", p.Status)
 	})
 
-	for _, name := range []string{"vols", "oom", "crash", "pullfail"} {
+	for _, name := range []string{"vols", "oom", "deadline", "crash", "pullfail"} {
 		n.deleteAndWait(name)
 	}
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {

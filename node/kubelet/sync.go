@@ -149,6 +149,11 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 		return 0, false
 	}
 
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil && pod.Status.StartTime != nil {
+		if time.Until(pod.Status.StartTime.Add(time.Duration(*d)*time.Second)) <= 0 {
+			return k.deadlineExceeded(ctx, pod, st), false
+		}
+	}
 	again := time.Duration(0)
 	// A restartPolicy Never pod whose sandbox died after its containers ran
 	// is not run again (upstream neither): its status says how they ended.
@@ -190,7 +195,30 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 	if again == 0 || again > resyncInterval {
 		again = resyncInterval
 	}
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil && status.StartTime != nil {
+		if left := time.Until(status.StartTime.Add(time.Duration(*d) * time.Second)); left < again {
+			again = max(left, 10*time.Millisecond)
+		}
+	}
 	return again, false
+}
+
+// deadlineExceeded fails a pod active longer than activeDeadlineSeconds, as
+// upstream: its containers stopped, phase Failed, reason DeadlineExceeded.
+func (k *Kubelet) deadlineExceeded(ctx context.Context, pod *corev1.Pod, st *podState) time.Duration {
+	k.event(pod, "", corev1.EventTypeNormal, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+	k.stopAll(ctx, pod, st, gracePeriod(pod))
+	final, err := k.observe(ctx, pod.UID)
+	if err != nil {
+		return 2 * time.Second
+	}
+	status := k.podStatus(pod, final, true)
+	status.Phase, status.Reason, status.Message = corev1.PodFailed, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"
+	if err := k.writeStatus(ctx, pod, status); err != nil {
+		slog.Warn("kubelet cannot update pod status", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return time.Second
+	}
+	return time.Second
 }
 
 // createSandbox replaces whatever sandboxes the pod had by a new one.
