@@ -642,6 +642,26 @@ func TestKubeletLifecycle(t *testing.T) {
 		t.Errorf("oom pod's QoS class %q, want Burstable", oomed.Status.QOSClass)
 	}
 
+	// A sidecar (restartable init container) starts before the init
+	// containers after it, once its startup probe passed, keeps running
+	// beside the main container, and does not keep the pod from finishing.
+	side := busyboxPod("sidecar", corev1.RestartPolicyNever, "test -f /work/side && sleep 0.5")
+	side.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	work := []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	side.Spec.Containers[0].VolumeMounts = work
+	always := corev1.ContainerRestartPolicyAlways
+	side.Spec.InitContainers = []corev1.Container{
+		{Name: "side", Image: "navarch.io/busybox:1", RestartPolicy: &always, VolumeMounts: work,
+			Command: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 0.5; touch /work/side; while true; do sleep 0.1; done"},
+			StartupProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/work/side"}}},
+				PeriodSeconds: 1, FailureThreshold: 30}},
+		{Name: "after", Image: "navarch.io/busybox:1", Command: []string{"test", "-f", "/work/side"}, VolumeMounts: work},
+	}
+	finished, _ := n.createAndWait(side, corev1.PodSucceeded)
+	if ics := finished.Status.InitContainerStatuses; len(ics) != 2 || ics[1].State.Terminated == nil || ics[1].State.Terminated.ExitCode != 0 {
+		t.Errorf("sidecar pod's init container statuses %+v", ics)
+	}
+
 	// activeDeadlineSeconds: the pod is failed once it passed.
 	deadline := testPod("deadline", corev1.RestartPolicyAlways)
 	deadline.Spec.ActiveDeadlineSeconds = ptrTo(int64(1))
@@ -691,7 +711,7 @@ func TestKubeletLifecycle(t *testing.T) {
 		return fmt.Errorf("status %+v", p.Status)
 	})
 
-	for _, name := range []string{"vols", "oom", "deadline", "crash", "pullfail"} {
+	for _, name := range []string{"vols", "oom", "sidecar", "deadline", "crash", "pullfail"} {
 		n.deleteAndWait(name)
 	}
 	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {

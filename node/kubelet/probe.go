@@ -63,8 +63,17 @@ func probeOf(c *corev1.Container, kind probeKind) *corev1.Probe {
 // stops those of containers that no longer run.
 func (k *Kubelet) ensureProbes(ctx context.Context, pod *corev1.Pod, st *podState) {
 	running := map[string]bool{}
+	// Sidecars are probed like the app containers.
+	var probed []*corev1.Container
+	for i := range pod.Spec.InitContainers {
+		if isSidecar(&pod.Spec.InitContainers[i]) {
+			probed = append(probed, &pod.Spec.InitContainers[i])
+		}
+	}
 	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
+		probed = append(probed, &pod.Spec.Containers[i])
+	}
+	for _, c := range probed {
 		cs := st.latest(c.Name)
 		if cs == nil || cs.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue

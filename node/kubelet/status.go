@@ -114,32 +114,36 @@ func (k *Kubelet) podStatus(pod *corev1.Pod, st *podState, terminal bool) corev1
 	s.QOSClass = qosClass(pod)
 
 	// Init containers: done when each exited 0, in order.
+	// Sidecars (restartable init containers) count as done once started.
 	initDone, initFailed := true, false
-	var pendingInit []string
+	var pendingInit, unready []string
 	s.InitContainerStatuses = nil
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := st.latest(c.Name)
-		done := cs != nil && cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && cs.GetExitCode() == 0
-		failed := cs != nil && cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && cs.GetExitCode() != 0
+		exited := cs != nil && cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED
+		done := exited && cs.GetExitCode() == 0
+		failed := exited && cs.GetExitCode() != 0
 		restart := failed && pod.Spec.RestartPolicy != corev1.RestartPolicyNever
-		s.InitContainerStatuses = append(s.InitContainerStatuses, k.containerStatus(pod, c, st, restart && !terminal, !initDone))
+		if isSidecar(c) {
+			done, failed, restart = sidecarStarted(st, c.Name), false, exited
+		}
+		cst := k.containerStatus(pod, c, st, restart && !terminal, !initDone)
+		s.InitContainerStatuses = append(s.InitContainerStatuses, cst)
 		if failed && !restart {
 			initFailed = true
 		}
 		if !done {
 			initDone = false
-		}
-	}
-	// Upstream lists every unfinished init container in the message.
-	for i, c := range pod.Spec.InitContainers {
-		if t := s.InitContainerStatuses[i].State.Terminated; t == nil || t.ExitCode != 0 {
+			// Upstream lists every unfinished init container in the message.
 			pendingInit = append(pendingInit, c.Name)
+		}
+		if isSidecar(c) && !cst.Ready {
+			unready = append(unready, c.Name)
 		}
 	}
 
 	var running, waiting, succeeded, failed int
-	var unready []string
 	s.ContainerStatuses = nil
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]

@@ -244,9 +244,35 @@ func (k *Kubelet) createSandbox(ctx context.Context, pod *corev1.Pod, st *podSta
 // startContainers runs the init containers one at a time to completion,
 // then the app containers, restarting exited ones as restartPolicy says.
 func (k *Kubelet) startContainers(ctx context.Context, pod *corev1.Pod, st *podState) time.Duration {
+	var again time.Duration
+	soonest := func(d time.Duration) {
+		if d > 0 && (again == 0 || d < again) {
+			again = d
+		}
+	}
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := st.latest(c.Name)
+		if isSidecar(c) {
+			// A sidecar (restartPolicy Always) lets the next init container
+			// start once it runs and its startup probe passed; it is then
+			// kept running, whatever the pod's restartPolicy.
+			switch {
+			case cs == nil:
+				return k.startContainer(ctx, pod, st, c, 0)
+			case cs.GetState() == runtimeapi.ContainerState_CONTAINER_CREATED:
+				return k.startCreated(ctx, pod, c, cs)
+			case cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED:
+				d := k.restart(ctx, pod, st, c, cs)
+				if !sidecarStarted(st, c.Name) {
+					return d
+				}
+				soonest(d)
+			case cs.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING && c.StartupProbe != nil && !k.result(cs.GetId()).started:
+				return 0
+			}
+			continue
+		}
 		switch {
 		case cs == nil:
 			return k.startContainer(ctx, pod, st, c, 0)
@@ -263,7 +289,6 @@ func (k *Kubelet) startContainers(ctx context.Context, pod *corev1.Pod, st *podS
 			return 0 // running: wait for it to finish
 		}
 	}
-	var again time.Duration
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		cs := st.latest(c.Name)
@@ -276,9 +301,7 @@ func (k *Kubelet) startContainers(ctx context.Context, pod *corev1.Pod, st *podS
 		case cs.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED && shouldRestart(pod, cs):
 			d = k.restart(ctx, pod, st, c, cs)
 		}
-		if d > 0 && (again == 0 || d < again) {
-			again = d
-		}
+		soonest(d)
 	}
 	return again
 }
@@ -483,8 +506,23 @@ func lastIndexByte(s string, b byte) int {
 // stopAll stops the pod's running containers in parallel, each with the
 // grace period (SIGTERM, SIGKILL after it).
 func (k *Kubelet) stopAll(ctx context.Context, pod *corev1.Pod, st *podState, grace int64) {
-	var wg sync.WaitGroup
+	// Sidecars outlive the containers they serve: they stop last.
+	var regular, sidecars []*runtimeapi.Container
 	for _, c := range st.all {
+		if spec := containerIn(pod, c.GetMetadata().GetName()); spec != nil && isSidecar(spec) {
+			sidecars = append(sidecars, c)
+		} else {
+			regular = append(regular, c)
+		}
+	}
+	start := time.Now()
+	k.stopContainers(ctx, pod, st, regular, grace)
+	k.stopContainers(ctx, pod, st, sidecars, max(grace-int64(time.Since(start)/time.Second), minGracePeriod))
+}
+
+func (k *Kubelet) stopContainers(ctx context.Context, pod *corev1.Pod, st *podState, cs []*runtimeapi.Container, grace int64) {
+	var wg sync.WaitGroup
+	for _, c := range cs {
 		if c.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING && c.GetState() != runtimeapi.ContainerState_CONTAINER_CREATED {
 			continue
 		}
@@ -598,4 +636,21 @@ func containerIn(pod *corev1.Pod, name string) *corev1.Container {
 		return nil
 	}
 	return containerNamed(pod, name)
+}
+
+// isSidecar reports whether an init container is a sidecar (a restartable
+// init container: restartPolicy Always).
+func isSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// sidecarStarted reports whether any attempt of the sidecar name ever ran,
+// after which the init containers behind it no longer wait for it.
+func sidecarStarted(st *podState, name string) bool {
+	for _, cs := range st.byName[name] {
+		if cs.GetStartedAt() != 0 {
+			return true
+		}
+	}
+	return false
 }
