@@ -32,7 +32,8 @@ configuration DATA_DIR/cni/net.d); --container-runtime-endpoint names another
 CRI runtime instead (e.g. unix:///run/containerd/containerd.sock).
 
 Stopping the agent (SIGINT, SIGTERM) leaves the containers running; the next
-start re-adopts them.
+start re-adopts them. With --drain-on-stop it cordons the node and deletes its
+pods (not DaemonSet pods) first, waiting for them to terminate.
 
 Flags:
 `
@@ -54,6 +55,8 @@ func runAgent(args []string, stderr io.Writer) int {
 	clusterDNS := fs.String("cluster-dns", "", "comma-separated DNS servers for pods of dnsPolicy ClusterFirst (default: the node's resolver)")
 	clusterDomain := fs.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	insecureRegs := fs.String("insecure-registry", "", "comma-separated registries (host or host:port) pulled from over plain HTTP")
+	drainOnStop := fs.Bool("drain-on-stop", false, "on SIGINT or SIGTERM, cordon the node and delete its pods before exiting")
+	drainTimeout := fs.Duration("drain-timeout", 2*time.Minute, "how long --drain-on-stop waits for the pods to terminate")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -82,9 +85,18 @@ func runAgent(args []string, stderr io.Writer) int {
 		return exitOnError(stderr, err)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, nil)))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The node runs on ctx, which outlives the signal when draining: the
+	// kubelet must run to terminate the pods the drain deletes.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 
+	if *nodeName == "" {
+		if *nodeName, err = os.Hostname(); err != nil {
+			return exitOnError(stderr, err)
+		}
+	}
 	cfg := kubelet.Config{
 		Client: client, NodeName: *nodeName, DataDir: *dataDir,
 		DefaultPodCIDR: *podCIDR, PodCIDRWait: *podCIDRWait, NodeIP: *nodeIP,
@@ -119,15 +131,30 @@ func runAgent(args []string, stderr io.Writer) int {
 	}
 	defer conn.Close()
 	cfg.Runtime, cfg.Images = runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	if err := waitRuntime(ctx, cfg.Runtime, served); err != nil {
+	if err := waitRuntime(sigCtx, cfg.Runtime, served); err != nil {
 		return exitOnError(stderr, err)
 	}
 	k, err := kubelet.New(cfg)
 	if err != nil {
 		return exitOnError(stderr, err)
 	}
-	err = k.Run(ctx)
-	stop()
+	ran := make(chan error, 1)
+	go func() { ran <- k.Run(ctx) }()
+	select {
+	case err = <-ran:
+	case <-sigCtx.Done():
+		if *drainOnStop {
+			slog.Info("agent draining the node", "node", cfg.NodeName)
+			dctx, dcancel := context.WithTimeout(context.Background(), *drainTimeout)
+			if derr := k.Drain(dctx); derr != nil {
+				slog.Warn("agent drain incomplete", "err", derr)
+			}
+			dcancel()
+		}
+		cancel()
+		err = <-ran
+	}
+	cancel()
 	if serr := <-served; err == nil {
 		err = serr
 	}

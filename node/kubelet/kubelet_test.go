@@ -927,3 +927,27 @@ func TestKubeletStartLatency(t *testing.T) {
 		return nil
 	})
 }
+
+func TestKubeletDrain(t *testing.T) {
+	n := startNode(t)
+	ctx := context.Background()
+	n.createAndWait(testPod("drained", corev1.RestartPolicyAlways), corev1.PodRunning)
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := n.kubelet.Drain(dctx); err != nil {
+		t.Fatal(err)
+	}
+	node, err := n.client.CoreV1().Nodes().Get(ctx, n.node, metav1.GetOptions{})
+	if err != nil || !node.Spec.Unschedulable {
+		t.Errorf("node after drain: unschedulable %v, %v", node.Spec.Unschedulable, err)
+	}
+	if _, err := n.client.CoreV1().Pods("default").Get(ctx, "drained", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod after drain: %v", err)
+	}
+	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
+		if l := n.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left: %v", l)
+		}
+		return nil
+	})
+}
