@@ -74,11 +74,15 @@ func (k *Kubelet) observe(ctx context.Context, uid types.UID) (*podState, error)
 		}
 		st.ip = s.GetStatus().GetNetwork().GetIp()
 	}
-	cs, err := k.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{LabelSelector: sel}})
-	if err != nil {
-		return nil, err
+	// By sandbox: a runtime finds a sandbox's containers without looking at
+	// every container of the node (the built-in one computes each state).
+	for _, sb := range st.sandboxes {
+		cs, err := k.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: sb.GetId(), LabelSelector: sel}})
+		if err != nil {
+			return nil, err
+		}
+		st.all = append(st.all, cs.GetContainers()...)
 	}
-	st.all = cs.GetContainers()
 	// The containers of the ready sandbox, or else of the newest one: a
 	// finished pod's stopped sandbox still tells how its containers ended.
 	cur := st.sandbox
