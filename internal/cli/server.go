@@ -30,7 +30,7 @@ func runServer(args []string, stderr io.Writer) int {
 	port := fs.Int("secure-port", 6443, "HTTPS port of the API server")
 	kubeconfig := fs.String("write-kubeconfig", "", "where to write the admin kubeconfig (default DATA_DIR/admin.kubeconfig)")
 	etcdServers := fs.String("etcd-servers", "", "comma-separated URLs of an external etcd cluster (default: an embedded member in DATA_DIR/etcd)")
-	fs.Bool("disable-agent", false, "run no node agent in this process (the node agent does not exist yet, so this is always the case)")
+	fs.Bool("disable-agent", false, "run no node agent in this process (the server does not start one yet: run navarch agent beside it)")
 	serviceCIDR := fs.String("service-cluster-ip-range", "10.43.0.0/16", "CIDR that Service cluster IPs are allocated from")
 	nodePorts := fs.String("service-node-port-range", "30000-32767", "port range that NodePort Services are allocated from")
 	compaction := fs.Duration("etcd-compaction-interval", 5*time.Minute, "how often etcd history older than one interval is compacted (0 disables)")
