@@ -28,7 +28,7 @@ func runSim(args []string, stderr io.Writer) int {
 	cpu := fs.String("cpu", def.CPU.String(), "cpu capacity of each node")
 	memory := fs.String("memory", def.Memory.String(), "memory capacity of each node")
 	pods := fs.Int64("pods", def.Pods, "pod capacity of each node")
-	qps := fs.Float64("qps", 1000, "client requests per second")
+	qps := fs.Float64("qps", 5000, "client requests per second")
 	leaseDuration := fs.String("lease-duration", def.LeaseDuration.String(), "lease duration the nodes announce; they renew at a quarter of it")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {

@@ -115,7 +115,7 @@ func (s *Sim) Run(ctx context.Context) error {
 		s.queue.ShutDown()
 	}()
 	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
+	for w := 0; w < 32; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
