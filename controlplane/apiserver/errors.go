@@ -1,12 +1,15 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -43,6 +46,12 @@ func statusError(err error, r *registry.Resource, name string) *apierrors.Status
 		return apierrors.NewConflict(gr, name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
 	case errors.Is(err, storage.ErrCompacted):
 		return apierrors.NewResourceExpired("The resourceVersion for the provided list is too old.")
+	}
+	if cancelled(err) {
+		// The client went away or the server is stopping: nobody is
+		// waiting for this answer, and nothing is wrong.
+		slog.Debug("request cancelled", "resource", gr.String(), "name", name, "err", err)
+		return apierrors.NewTimeoutError("the request was cancelled", 0)
 	}
 	slog.Error("internal error", "resource", gr.String(), "name", name, "err", err)
 	return apierrors.NewInternalError(err)
@@ -103,4 +112,12 @@ func fieldErrors(path string, value interface{}, detail string) field.ErrorList 
 func unsupportedMediaType(ct string) error {
 	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
 		Reason: metav1.StatusReasonUnsupportedMediaType, Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got %q", ct)}}
+}
+
+// cancelled reports an error that only says the request was abandoned: its
+// context ended, or the etcd member cancelled it while stopping (which etcd
+// reports as an untyped "request cancelled").
+func cancelled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		strings.HasSuffix(rpctypes.ErrorDesc(err), "etcdserver: request cancelled")
 }
