@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/navarch/navarch/node/kubelet"
@@ -67,16 +66,9 @@ func runAgent(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "navarch agent: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	path := *kubeconfig
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path == "" {
-		path = DefaultKubeconfigPath
-	}
-	restCfg, err := clientcmd.BuildConfigFromFlags("", path)
+	restCfg, err := clientConfig(*kubeconfig)
 	if err != nil {
-		return exitOnError(stderr, fmt.Errorf("kubeconfig %s: %w", path, err))
+		return exitOnError(stderr, err)
 	}
 	restCfg.UserAgent = "navarch-agent"
 	restCfg.QPS, restCfg.Burst = 50, 100

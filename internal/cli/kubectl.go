@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"strings"
 
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/cli"
 	kubectl "k8s.io/kubectl/pkg/cmd"
 	"k8s.io/kubectl/pkg/cmd/plugin"
@@ -14,6 +17,23 @@ import (
 // DefaultKubeconfigPath is where `navarch server` writes its admin
 // kubeconfig by default, and so where `navarch kubectl` looks first.
 const DefaultKubeconfigPath = "/var/lib/navarch/admin.kubeconfig"
+
+// clientConfig reads the kubeconfig a client subcommand (sim, agent) talks
+// to the cluster with: the flag's path, else $KUBECONFIG, else the one
+// `navarch server` writes by default.
+func clientConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path == "" {
+		path = DefaultKubeconfigPath
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
 
 // kubeconfigEnv returns the KUBECONFIG value the bundled kubectl should run
 // with: the user's choice when KUBECONFIG or --kubeconfig is given, otherwise

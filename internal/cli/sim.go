@@ -13,7 +13,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/navarch/navarch/node/sim"
 )
@@ -55,16 +54,9 @@ func runSim(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "navarch sim: --nodes must be at least 1")
 		return 2
 	}
-	path := *kubeconfig
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path == "" {
-		path = DefaultKubeconfigPath
-	}
-	restCfg, err := clientcmd.BuildConfigFromFlags("", path)
+	restCfg, err := clientConfig(*kubeconfig)
 	if err != nil {
-		return exitOnError(stderr, fmt.Errorf("kubeconfig %s: %w", path, err))
+		return exitOnError(stderr, err)
 	}
 	restCfg.QPS, restCfg.Burst = float32(*qps), int(2**qps)
 	restCfg.UserAgent = "navarch-sim"

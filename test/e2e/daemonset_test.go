@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -27,19 +25,6 @@ spec:
       - name: agent
         image: example.com/agent:1
 `
-
-// dsStartSim runs `navarch sim` with a node name prefix until the test ends.
-func dsStartSim(t *testing.T, s *server, nodes int, prefix string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, navarchBin, "sim", "--nodes", fmt.Sprint(nodes), "--prefix", prefix, "--kubeconfig", s.kubeconfig)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-	})
-}
 
 // TestDaemonSetOnHollowNodes drives a DaemonSet with kubectl on simulated
 // nodes: it covers every node, follows a node that joins, rolls out a new
@@ -129,7 +114,7 @@ func TestDaemonSetOnHollowNodes(t *testing.T) {
 	})
 
 	// Another set of hollow nodes joins: the DaemonSet follows.
-	dsStartSim(t, s, 1, "extra-")
+	startSim(t, s, 1, "--prefix", "extra-")
 	covered("example.com/agent:1", "extra-0", "sim-0", "sim-1", "sim-2")
 	columns(4)
 

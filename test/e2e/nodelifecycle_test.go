@@ -2,32 +2,10 @@ package e2e
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 )
-
-// nlStartSim runs one `navarch sim` process with its own node name prefix
-// and returns a function that kills it (SIGKILL: a node that just dies).
-func nlStartSim(t *testing.T, s *server, prefix string, nodes int, leaseDuration string) (kill func()) {
-	t.Helper()
-	cmd := exec.Command(navarchBin, "sim", "--nodes", fmt.Sprint(nodes), "--prefix", prefix,
-		"--lease-duration", leaseDuration, "--kubeconfig", s.kubeconfig)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := false
-	kill = func() {
-		if !done {
-			done = true
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}
-	t.Cleanup(kill)
-	return kill
-}
 
 // nlPod is one line of nlPods.
 type nlPod struct{ name, node, phase string }
@@ -52,8 +30,8 @@ func nlPods(t *testing.T, s *server, c client) []nlPod {
 // out and replaced on the nodes that are left.
 func TestNodeFailureOnHollowNodes(t *testing.T) {
 	s := startServer(t, "--node-monitor-grace-period=5s", "--node-monitor-period=500ms", "--default-unreachable-toleration-seconds=2")
-	nlStartSim(t, s, "a-", 2, "2s")
-	killB := nlStartSim(t, s, "b-", 1, "2s")
+	startSim(t, s, 2, "--prefix", "a-", "--lease-duration", "2s")
+	killB := startSim(t, s, 1, "--prefix", "b-", "--lease-duration", "2s")
 	c := clients(t)[0]
 	eventually(t, 30*time.Second, func() error {
 		out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers")

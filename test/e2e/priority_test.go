@@ -1,27 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 )
-
-// priorityStartSim runs `navarch sim` with the given extra flags until the
-// test ends.
-func priorityStartSim(t *testing.T, s *server, args ...string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, navarchBin, append([]string{"sim", "--kubeconfig", s.kubeconfig}, args...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-	})
-}
 
 const priorityClassYAML = `apiVersion: scheduling.k8s.io/v1
 kind: PriorityClass
@@ -57,7 +41,7 @@ spec:
 // high-priority pod pushes out the low-priority pod filling it and runs.
 func TestPriorityPreemptionOnHollowNodes(t *testing.T) {
 	s := startServer(t)
-	priorityStartSim(t, s, "--nodes", "1", "--cpu", "2")
+	startSim(t, s, 1, "--cpu", "2")
 	cs := clients(t)
 	c := cs[0]
 

@@ -1,25 +1,32 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// startSim runs `navarch sim` against s until the test ends.
-func startSim(t *testing.T, s *server, nodes int) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, navarchBin, "sim", "--nodes", fmt.Sprint(nodes), "--kubeconfig", s.kubeconfig)
+// startSim runs `navarch sim --nodes N` against s, with extra flags (a
+// --prefix of its own, --lease-duration, --cpu), until the test ends; kill
+// ends it at once with SIGKILL, as a node that just dies.
+func startSim(t *testing.T, s *server, nodes int, flags ...string) (kill func()) {
+	t.Helper()
+	cmd := exec.Command(navarchBin, append([]string{"sim", "--nodes", fmt.Sprint(nodes), "--kubeconfig", s.kubeconfig}, flags...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-	})
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
+	t.Cleanup(kill)
+	return kill
 }
 
 // TestDeploymentLifecycleOnHollowNodes drives a Deployment with kubectl on
