@@ -17,10 +17,11 @@ run: build
 	./$(BIN) server --data-dir $(DATADIR)
 
 ## deps: the Debian packages the node tests run (real containers and pod
-## networks): runc, busybox-static, containernetworking-plugins; needs root.
-NODE_PKGS := runc busybox-static containernetworking-plugins
+## networks): runc, busybox-static, containernetworking-plugins, containerd
+## (the kubelet's test against containerd's CRI); needs root.
+NODE_PKGS := runc busybox-static containernetworking-plugins containerd
 deps:
-	@if ! command -v runc >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/lib/cni/bridge ]; then \
+	@if ! command -v runc >/dev/null || ! command -v containerd >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/lib/cni/bridge ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PKGS); \
 	fi
 
