@@ -9,37 +9,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/navarch/navarch/controlplane/scheduler"
 	"github.com/navarch/navarch/controlplane/scheduler/framework"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/interpodaffinity"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/nodeaffinity"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/nodename"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/nodeports"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/noderesources"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/nodeunschedulable"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/podtopologyspread"
-	"github.com/navarch/navarch/controlplane/scheduler/plugins/tainttoleration"
 )
 
-// defaultPlugins is scheduler.DefaultPlugins, spelled out here so that this
-// package's tests do not build the scheduler package (the test would import
-// it in a cycle-free but heavier way, and break on its edits).
-func defaultPlugins() framework.Plugins {
-	return framework.Plugins{
-		Filters: []framework.FilterPlugin{
-			nodeunschedulable.Plugin{}, nodename.Plugin{}, tainttoleration.Plugin{},
-			nodeaffinity.Plugin{}, nodeports.Plugin{}, noderesources.Fit{},
-		},
-		SnapshotFilters: []framework.SnapshotFilterPlugin{podtopologyspread.Plugin{}, interpodaffinity.Plugin{}},
-		Scores: []framework.WeightedScore{
-			{Plugin: noderesources.LeastAllocated{}, Weight: 1},
-			{Plugin: noderesources.BalancedAllocation{}, Weight: 1},
-			{Plugin: nodeaffinity.Plugin{}, Weight: 2},
-			{Plugin: tainttoleration.Plugin{}, Weight: 3},
-			{Snapshot: podtopologyspread.Plugin{}, Weight: 2},
-			{Snapshot: interpodaffinity.Plugin{}, Weight: 2},
-		},
-	}
-}
+// defaultPlugins is the plugin set the scheduler runs, so that the tests and
+// the benchmark measure what production decides with.
+func defaultPlugins() framework.Plugins { return scheduler.DefaultPlugins() }
 
 func node(name, zone string) *corev1.Node {
 	alloc := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("32"), corev1.ResourceMemory: resource.MustParse("128Gi"),
