@@ -34,6 +34,11 @@ type Bundle struct {
 	Serving      tls.Certificate
 	AdminCertPEM []byte
 	AdminKeyPEM  []byte
+	// KubeletClientCertPEM and KubeletClientKeyPEM are the API server's
+	// client certificate towards kubelets (pods/log): CN
+	// kube-apiserver-kubelet-client, O system:masters, as kubeadm's.
+	KubeletClientCertPEM []byte
+	KubeletClientKeyPEM  []byte
 }
 
 const (
@@ -48,7 +53,8 @@ var alwaysServed = []string{"127.0.0.1", "::1", "localhost", "kubernetes", "kube
 
 // Ensure loads the certificates in dir, making whatever is missing: the CA on
 // a first start, the serving certificate when it lacks one of hosts (IPs or
-// DNS names), and the admin client certificate (CN admin, O system:masters).
+// DNS names), the admin client certificate (CN admin, O system:masters) and
+// the API server's client certificate towards kubelets.
 func Ensure(dir string, hosts []string) (*Bundle, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pki dir: %w", err)
@@ -71,6 +77,13 @@ func Ensure(dir string, hosts []string) (*Bundle, error) {
 	b.AdminCertPEM, b.AdminKeyPEM, err = loadOrIssue(dir, "admin", b, func(*x509.Certificate) bool { return true },
 		func() (*x509.Certificate, error) {
 			return clientTemplate("admin", []string{"system:masters"}, leafValidity), nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	b.KubeletClientCertPEM, b.KubeletClientKeyPEM, err = loadOrIssue(dir, "apiserver-kubelet-client", b, func(*x509.Certificate) bool { return true },
+		func() (*x509.Certificate, error) {
+			return clientTemplate("kube-apiserver-kubelet-client", []string{"system:masters"}, leafValidity), nil
 		})
 	if err != nil {
 		return nil, err

@@ -52,6 +52,34 @@ func TestEnsureIsStableAndCertificatesVerify(t *testing.T) {
 	}
 }
 
+// The API server's client certificate towards kubelets is issued once, kept
+// across starts, and verifies as a client certificate of the cluster CA.
+func TestKubeletClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	b1, err := Ensure(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Ensure(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b1.KubeletClientCertPEM) == 0 || string(b1.KubeletClientCertPEM) != string(b2.KubeletClientCertPEM) {
+		t.Fatal("kubelet client certificate missing or re-issued by a second Ensure")
+	}
+	pair, err := tls.X509KeyPair(b2.KubeletClientCertPEM, b2.KubeletClientKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(pair.Certificate[0])
+	if _, err := c.Verify(x509.VerifyOptions{Roots: b2.ClientCAs(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("kubelet client certificate: %v", err)
+	}
+	if c.Subject.CommonName != "kube-apiserver-kubelet-client" {
+		t.Fatalf("kubelet client subject: %v", c.Subject)
+	}
+}
+
 func TestTLSHandshakeWithClientCertificate(t *testing.T) {
 	b, err := Ensure(t.TempDir(), nil)
 	if err != nil {
