@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 
+	"github.com/navarch/navarch/controlplane/controllers/expectations"
 	"github.com/navarch/navarch/controlplane/controllers/workloop"
 	"github.com/navarch/navarch/controlplane/events"
 )
@@ -65,21 +66,14 @@ type Controller struct {
 	// the pod) must not make the controller spin.
 	failed *flowcontrol.Backoff
 
-	mu           sync.Mutex
-	expectations map[string]*expectation
-}
-
-// expectation counts the creations and deletions a sync made that the pod
-// informer has not shown yet; until it has, the DaemonSet's pods are not
-// changed again, so that no node gets two pods from stale caches.
-type expectation struct {
-	adds, dels int
-	at         time.Time
+	// expectations hold back a sync until the pods it created or
+	// deleted show in the informer, so that no node gets two pods.
+	expectations *expectations.Expectations
 }
 
 // New returns the controller; it registers its informers with factory.
 func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
-	return &Controller{client: client, factory: factory, expectations: map[string]*expectation{},
+	return &Controller{client: client, factory: factory, expectations: expectations.New(),
 		failed: flowcontrol.NewBackOff(time.Second, 15*time.Minute),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "daemonset"})}
@@ -102,9 +96,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				obj = d.Obj
 			}
 			if ds, ok := obj.(*appsv1.DaemonSet); ok {
-				c.mu.Lock()
-				delete(c.expectations, ds.Namespace+"/"+ds.Name)
-				c.mu.Unlock()
+				c.expectations.Forget(ds.Namespace + "/" + ds.Name)
 			}
 		}})
 	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -196,41 +188,8 @@ func (c *Controller) podEvent(obj interface{}, added, deleted int) {
 		return
 	}
 	key := pod.Namespace + "/" + ref.Name
-	c.mu.Lock()
-	if e := c.expectations[key]; e != nil {
-		e.adds -= added
-		e.dels -= deleted
-	}
-	c.mu.Unlock()
+	c.expectations.Observe(key, added, deleted)
 	c.queue.Add(key)
-}
-
-func (c *Controller) satisfied(key string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := c.expectations[key]
-	if e == nil || (e.adds <= 0 && e.dels <= 0) || time.Since(e.at) > 5*time.Minute {
-		delete(c.expectations, key)
-		return true
-	}
-	return false
-}
-
-func (c *Controller) expect(key string, adds, dels int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.expectations[key] = &expectation{adds: adds, dels: dels, at: time.Now()}
-}
-
-// lower takes back expectations that will never be observed (a create
-// that failed, a pod already gone).
-func (c *Controller) lower(key string, adds, dels int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e := c.expectations[key]; e != nil {
-		e.adds -= adds
-		e.dels -= dels
-	}
 }
 
 // replaceFailed reports whether a failed pod of ds on node may be replaced
@@ -276,7 +235,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("daemonset %s/%s: %w", ns, name, err)
 	}
-	if !c.satisfied(key) {
+	if !c.expectations.Satisfied(key) {
 		return c.updateStatus(ctx, ds, nodes, byNode, hash, false)
 	}
 	create, del := manage(ds, nodes, byNode, hash, func(node string, p *corev1.Pod) bool {
@@ -369,13 +328,13 @@ func (c *Controller) syncNodes(ctx context.Context, ds *appsv1.DaemonSet, key st
 	if len(create) == 0 && len(del) == 0 {
 		return nil
 	}
-	c.expect(key, len(create), len(del))
+	c.expectations.Expect(key, len(create), len(del))
 	pods := c.client.CoreV1().Pods(ds.Namespace)
 	var firstErr error
 	for _, p := range del {
 		err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
 		if err != nil {
-			c.lower(key, 0, 1)
+			c.expectations.Observe(key, 0, 1)
 			if !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && firstErr == nil {
 				firstErr = fmt.Errorf("delete pod %s: %w", p.Name, err)
 				c.event(ctx, ds, corev1.EventTypeWarning, "FailedDelete", fmt.Sprintf("Error deleting: %v", err))
@@ -417,7 +376,7 @@ func (c *Controller) syncNodes(ctx context.Context, ds *appsv1.DaemonSet, key st
 		}
 		if failed > 0 {
 			// The rest are not tried this time: take back their expectations too.
-			c.lower(key, failed+len(create)-done, 0)
+			c.expectations.Observe(key, failed+len(create)-done, 0)
 			break
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 
+	"github.com/navarch/navarch/controlplane/controllers/expectations"
 	"github.com/navarch/navarch/controlplane/controllers/podindex"
 	"github.com/navarch/navarch/controlplane/controllers/workloop"
 )
@@ -63,21 +64,14 @@ type Controller struct {
 	get      map[string]func(ns, name string) (*owner, error)
 	update   map[string]func(ctx context.Context, o *owner) error
 
-	mu           sync.Mutex
-	expectations map[string]*expectation
-}
-
-// expectation counts creations and deletions a sync made that the pod
-// informer has not shown yet; until it has, the owner is not synced again,
-// so that no pod is created twice.
-type expectation struct {
-	adds, dels int
-	at         time.Time
+	// expectations hold back a sync until the pods it created or
+	// deleted show in the informer, so that no pod is made twice.
+	expectations *expectations.Expectations
 }
 
 // New returns the controller.
 func New(client kubernetes.Interface, factory informers.SharedInformerFactory) *Controller {
-	return &Controller{client: client, factory: factory, expectations: map[string]*expectation{},
+	return &Controller{client: client, factory: factory, expectations: expectations.New(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "replicaset"})}
 }
@@ -183,12 +177,7 @@ func (c *Controller) podEvent(obj interface{}, added, deleted int) {
 		return
 	}
 	key := ref.Kind + "/" + pod.Namespace + "/" + ref.Name
-	c.mu.Lock()
-	if e := c.expectations[key]; e != nil {
-		e.adds -= added
-		e.dels -= deleted
-	}
-	c.mu.Unlock()
+	c.expectations.Observe(key, added, deleted)
 	c.queue.Add(key)
 }
 
@@ -259,23 +248,6 @@ func (c *Controller) podChanged(pod *corev1.Pod) {
 	}
 }
 
-func (c *Controller) satisfied(key string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := c.expectations[key]
-	if e == nil || (e.adds <= 0 && e.dels <= 0) || time.Since(e.at) > 5*time.Minute {
-		delete(c.expectations, key)
-		return true
-	}
-	return false
-}
-
-func (c *Controller) expect(key string, adds, dels int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.expectations[key] = &expectation{adds: adds, dels: dels, at: time.Now()}
-}
-
 func isActive(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
 }
@@ -311,7 +283,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if !c.satisfied(key) {
+	if !c.expectations.Satisfied(key) {
 		return nil
 	}
 	var owned []*corev1.Pod
@@ -345,7 +317,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		switch {
 		case diff < 0:
 			n := min(-diff, maxBurst)
-			c.expect(key, n, 0)
+			c.expectations.Expect(key, n, 0)
 			if err := c.createPods(ctx, o, n, key); err != nil {
 				return err
 			}
@@ -353,11 +325,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			n := min(diff, maxBurst)
 			ranked := deletionOrder(owned)
 			victims := ranked[:n]
-			c.expect(key, 0, n)
+			c.expectations.Expect(key, 0, n)
 			for _, p := range victims {
 				err := c.client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
 				if err != nil && !apierrors.IsNotFound(err) {
-					c.expect(key, 0, 0)
+					c.expectations.Expect(key, 0, 0)
 					return err
 				}
 			}
@@ -423,11 +395,8 @@ func (c *Controller) createPods(ctx context.Context, o *owner, n int, key string
 		}
 		created += size
 		if failed > 0 {
-			c.mu.Lock()
-			if e := c.expectations[key]; e != nil {
-				e.adds -= failed + (n - created)
-			}
-			c.mu.Unlock()
+			// These creations will never be seen.
+			c.expectations.Observe(key, failed+(n-created), 0)
 			return fmt.Errorf("create pods for %s: %w", key, first)
 		}
 	}
