@@ -1,0 +1,532 @@
+package kubelet
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
+	"github.com/navarch/navarch/node/images"
+)
+
+// pauseRef is the sandbox image the test builds and gives containerd: it
+// has no registry to pull registry.k8s.io/pause from.
+const pauseRef = "navarch.io/pause:1"
+
+// containerdNode is a containerd the test started itself, with its own
+// root, state, socket, CNI configuration and bridge.
+type containerdNode struct {
+	t       *testing.T
+	dir     string
+	sock    string
+	bridge  string
+	subnet  *net.IPNet
+	ipamDir string
+	cmd     *exec.Cmd
+	exited  chan error
+}
+
+// TestKubeletContainerd runs the kubelet against containerd's CRI (Debian's
+// containerd 1.6) instead of the built-in runtime: a pod runs, gets an IP of
+// the node's CIDR, answers HTTP from the host, and once deleted leaves no
+// sandbox, container, veth or IP allocation behind.
+func TestKubeletContainerd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the containerd test needs root (containerd, namespaces, mounts, bridges)")
+	}
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("the containerd test needs %s in PATH (make deps installs Debian's containerd and runc)", bin)
+		}
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
+			t.Skipf("the containerd test needs /usr/lib/cni/%s (Debian's containernetworking-plugins)", p)
+		}
+	}
+	began := time.Now()
+	tars := testImages(t)
+	tars = append(tars, pauseImage(t))
+	c := startContainerd(t)
+	for _, tar := range tars {
+		c.ctr("images", "import", tar)
+	}
+
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	ctx := context.Background()
+	v, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		t.Fatalf("containerd CRI version: %v\n%s", err, c.log())
+	}
+	t.Logf("runtime %s %s (CRI %s)", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion)
+	// Whatever the test leaves, removed while containerd still runs, so
+	// that it tears down the netns, mounts and shims it made.
+	t.Cleanup(func() { c.removeSandboxes(rt) })
+
+	srv := apiservertest.Start(t)
+	dataDir := t.TempDir()
+	kctx, cancel := context.WithCancel(ctx)
+	k, err := New(Config{
+		Client: srv.Client, NodeName: "kubelet-test", DataDir: dataDir,
+		Runtime: rt, Images: img,
+		DefaultPodCIDR: c.subnet.String(), Version: "v1.34.0",
+		RelistInterval: 200 * time.Millisecond, BackoffInitial: time.Second,
+		ImageGCInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- k.Run(kctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("kubelet: %v", err)
+		}
+	})
+
+	apiservertest.Eventually(t, 30*time.Second, "node ready", func() error {
+		node, err := srv.Client.CoreV1().Nodes().Get(ctx, "kubelet-test", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, cond := range node.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %+v", node.Status.Conditions)
+	})
+	node, _ := srv.Client.CoreV1().Nodes().Get(ctx, "kubelet-test", metav1.GetOptions{})
+	if ni := node.Status.NodeInfo; !strings.HasPrefix(ni.ContainerRuntimeVersion, "containerd://") {
+		t.Errorf("node runtime version %q, want containerd://...", ni.ContainerRuntimeVersion)
+	}
+
+	n := &testNode{t: t, client: srv.Client, node: "kubelet-test"}
+	pod := testPod("web", corev1.RestartPolicyAlways)
+	pod.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
+	web, took := n.createAndWait(pod, corev1.PodRunning)
+	t.Logf("pod web on containerd: create to Running %v", took)
+	ip := net.ParseIP(web.Status.PodIP)
+	if ip == nil || !c.subnet.Contains(ip) {
+		t.Fatalf("pod IP %q not in %s", web.Status.PodIP, c.subnet)
+	}
+	cs := web.Status.ContainerStatuses
+	if len(cs) != 1 || cs[0].State.Running == nil || !strings.HasPrefix(cs[0].ContainerID, "containerd://") || !strings.HasPrefix(cs[0].ImageID, "sha256:") {
+		t.Errorf("container statuses %+v", cs)
+	}
+	apiservertest.Eventually(t, 10*time.Second, "GET /hostname", func() error {
+		body, err := httpGet("http://" + net.JoinHostPort(web.Status.PodIP, "8080") + "/hostname")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(body) != "web" {
+			return fmt.Errorf("hostname %q, want web", body)
+		}
+		return nil
+	})
+	env, err := httpGet("http://" + net.JoinHostPort(web.Status.PodIP, "8080") + "/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"COMBINED=hello-web", "MY_IP=" + web.Status.PodIP} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("env lacks %s:\n%s", want, env)
+		}
+	}
+	// What the leftover check below looks for is there while the pod runs.
+	if got := c.ctr("containers", "ls", "-q"); len(strings.Fields(got)) != 2 {
+		t.Errorf("ctr containers while the pod runs: %q, want its sandbox and container", got)
+	}
+	if m := c.mounts(); len(m) == 0 {
+		t.Errorf("no mounts under %s while the pod runs (rootfs, shm)", c.dir)
+	}
+	if ports, _ := os.ReadDir("/sys/class/net/" + c.bridge + "/brif"); len(ports) != 1 {
+		t.Errorf("%d veths on %s while the pod runs, want 1", len(ports), c.bridge)
+	}
+
+	last := n.deleteAndWait("web")
+	if last == nil || last.Status.Phase != corev1.PodSucceeded {
+		t.Errorf("last status before deletion: %+v", last)
+	}
+	apiservertest.Eventually(t, 10*time.Second, "nothing left of the pod", func() error {
+		if left := c.leftovers(rt, dataDir); len(left) > 0 {
+			return fmt.Errorf("left: %s", strings.Join(left, "; "))
+		}
+		return nil
+	})
+	t.Logf("containerd test took %v", time.Since(began).Round(time.Millisecond))
+}
+
+// pauseImage builds testdata/pause static and packs it as pauseRef, an OCI
+// layout tarball ctr imports.
+func pauseImage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pause")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/pause")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build pause: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"dev/", "proc/", "sys/", "etc/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
+		tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	im, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := im.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config = v1.Config{Entrypoint: []string{"/pause"}, WorkingDir: "/"}
+	if im, err = mutate.ConfigFile(im, cf); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "pause.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := images.WriteOCIArchive(f, []images.Named{{Ref: pauseRef, Image: im}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startContainerd writes a configuration confined to a temporary directory
+// (root, state, sockets, runc root, CNI configuration and IPAM state) and
+// runs containerd with it; the cleanup stops it and removes what it left.
+func startContainerd(t *testing.T) *containerdNode {
+	t.Helper()
+	dir := t.TempDir()
+	subnet, _ := freeSubnet(t)
+	c := &containerdNode{t: t, dir: dir, sock: filepath.Join(dir, "containerd.sock"), bridge: "ctrd" + randHex(4), subnet: subnet,
+		ipamDir: filepath.Join(dir, "ipam"), exited: make(chan error, 1)}
+
+	_, runDirErr := os.Stat("/run/containerd")
+	// containerd's CNI library caches results in /var/lib/cni whatever
+	// its configuration says (removed on DEL, the directories remain).
+	_, cniCacheErr := os.Stat("/var/lib/cni")
+	cgroupsBefore := map[string]bool{}
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
+	for _, h := range hs {
+		cgroupsBefore[h] = true
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(c.bridge); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				t.Errorf("cleanup: bridge %s: %v", c.bridge, err)
+			}
+		}
+		// containerd puts containers' cgroups under /k8s.io when the
+		// kubelet gives no parent, and shim sockets in /run/containerd/s
+		// whatever its state directory: remove what was not there before
+		// and is empty now.
+		hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
+		for _, h := range hs {
+			if !cgroupsBefore[h] {
+				_ = os.Remove(h)
+			}
+		}
+		if os.IsNotExist(runDirErr) {
+			_ = os.Remove("/run/containerd/s")
+			_ = os.Remove("/run/containerd")
+		}
+		if os.IsNotExist(cniCacheErr) {
+			_ = os.Remove("/var/lib/cni/results")
+			_ = os.Remove("/var/lib/cni")
+		}
+	})
+
+	// The bridge, with the gateway address the host reaches pods by, is
+	// made here rather than by the bridge plugin: with isGateway the plugin
+	// would also turn on net.ipv4.ip_forward, a host-wide setting that
+	// other tests running at the same time read and restore.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: c.bridge}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatalf("bridge %s: %v", c.bridge, err)
+	}
+	gw := net.IPNet{IP: append(net.IP(nil), subnet.IP.To4()...), Mask: subnet.Mask}
+	gw.IP[3] = 1
+	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &gw}); err != nil {
+		t.Fatalf("bridge %s: address %s: %v", c.bridge, gw.String(), err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		t.Fatalf("bridge %s: up: %v", c.bridge, err)
+	}
+
+	cni := filepath.Join(dir, "cni")
+	if err := os.MkdirAll(cni, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conflist, _ := json.Marshal(map[string]any{
+		"cniVersion": "0.4.0", "name": c.bridge,
+		"plugins": []any{map[string]any{
+			"type": "bridge", "bridge": c.bridge, "isGateway": false, "ipMasq": false, "hairpinMode": true,
+			"ipam": map[string]any{"type": "host-local", "dataDir": c.ipamDir,
+				"ranges": [][]map[string]string{{{"subnet": subnet.String(), "gateway": gw.IP.String()}}},
+				"routes": []map[string]string{{"dst": "0.0.0.0/0", "gw": gw.IP.String()}}},
+		}},
+	})
+	if err := os.WriteFile(filepath.Join(cni, "10-"+c.bridge+".conflist"), conflist, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+# Plugins that would write outside the temporary directory or are not used.
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+# The tasks service needs the v1 runtime loaded, though CRI uses runc.v2.
+[plugins."io.containerd.runtime.v1.linux"]
+  runtime_root = %[8]q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[5]q
+  # containerd gives sandboxes oom_score_adj -998; on this VM runc cannot
+  # set a value below its own and fails ("can't get final child's PID from
+  # pipe"): keep it no lower than containerd's.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = %[6]q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %[7]q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc", pauseRef, filepath.Join(dir, "runc"), cni, filepath.Join(dir, "runc-v1"))
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command("containerd", "--config", cfgPath, "--log-level", "info")
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	// Its own process group, so that a signal to the test's group does
+	// not reach it before the cleanup has asked it to remove the pods.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	go func() { c.exited <- c.cmd.Wait(); logf.Close() }()
+	t.Cleanup(c.stop)
+	apiservertest.Eventually(t, 30*time.Second, "containerd socket", func() error {
+		select {
+		case err := <-c.exited:
+			c.exited <- err
+			t.Fatalf("containerd exited: %v\n%s", err, c.log())
+		default:
+		}
+		_, err := os.Stat(c.sock)
+		return err
+	})
+	return c
+}
+
+func (c *containerdNode) log() string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+	return string(b)
+}
+
+// ctr runs ctr against the test's containerd in CRI's namespace.
+func (c *containerdNode) ctr(args ...string) string {
+	c.t.Helper()
+	out, err := exec.Command("ctr", append([]string{"--address", c.sock, "-n", "k8s.io"}, args...)...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// removeSandboxes stops and removes every sandbox containerd still has.
+func (c *containerdNode) removeSandboxes(rt runtimeapi.RuntimeServiceClient) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		c.t.Errorf("cleanup: list sandboxes: %v", err)
+		return
+	}
+	for _, sb := range sbs.Items {
+		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			c.t.Errorf("cleanup: stop sandbox %s: %v", sb.Id, err)
+		}
+		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			c.t.Errorf("cleanup: remove sandbox %s: %v", sb.Id, err)
+		}
+	}
+}
+
+// stop stops containerd, kills shims it left (by their -address, which is
+// this test's socket) and unmounts what remains under the temporary
+// directory (overlay rootfs, shm, netns), deepest first.
+func (c *containerdNode) stop() {
+	t := c.t
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(15 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && strings.Contains(string(b), "\x00"+c.sock+"\x00") {
+			var pid int
+			if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid); err == nil {
+				t.Errorf("cleanup: containerd left shim %d running; killing it", pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	mounts := c.mounts()
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, m := range mounts {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmount %s: %v", m, err)
+		}
+	}
+}
+
+// mounts lists the mount points under the test's containerd directory.
+func (c *containerdNode) mounts() []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && strings.HasPrefix(f[4], c.dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// leftovers lists what of deleted pods remains: sandboxes and containers
+// (through CRI and ctr), mounts under containerd's root and state other
+// than its snapshots of images, veths on the bridge, IP allocations, pod
+// directories.
+func (c *containerdNode) leftovers(rt runtimeapi.RuntimeServiceClient, dataDir string) []string {
+	var out []string
+	ctx := context.Background()
+	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		out = append(out, "list sandboxes: "+err.Error())
+	}
+	for _, sb := range sbs.GetItems() {
+		out = append(out, "sandbox "+sb.Id)
+	}
+	cs, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		out = append(out, "list containers: "+err.Error())
+	}
+	for _, ct := range cs.GetContainers() {
+		out = append(out, "container "+ct.Id)
+	}
+	if ids := strings.Fields(c.ctr("containers", "ls", "-q")); len(ids) > 0 {
+		out = append(out, "ctr containers "+strings.Join(ids, ","))
+	}
+	if ids := strings.Fields(c.ctr("tasks", "ls", "-q")); len(ids) > 0 {
+		out = append(out, "ctr tasks "+strings.Join(ids, ","))
+	}
+	for _, m := range c.mounts() {
+		out = append(out, "mount "+m)
+	}
+	ports, _ := os.ReadDir("/sys/class/net/" + c.bridge + "/brif")
+	for _, p := range ports {
+		out = append(out, "veth "+p.Name())
+	}
+	ipam, _ := os.ReadDir(filepath.Join(c.ipamDir, c.bridge))
+	for _, e := range ipam {
+		if net.ParseIP(e.Name()) != nil {
+			out = append(out, "ip allocation "+e.Name())
+		}
+	}
+	pods, _ := os.ReadDir(filepath.Join(dataDir, "pods"))
+	for _, p := range pods {
+		out = append(out, "pod dir "+p.Name())
+	}
+	return out
+}
