@@ -156,6 +156,8 @@ func Run(ctx context.Context, cfg Config) error {
 		CompactionInterval: cfg.CompactionInterval,
 		// Mutating admission steps, in upstream's order.
 		Admission: []apiserver.Admitter{priority.New(), defaulttolerationseconds.New(cfg.DefaultNotReadyTolerationSeconds, cfg.DefaultUnreachableTolerationSeconds)},
+		// pods/log presents this to kubelets.
+		KubeletClientCertPEM: certs.KubeletClientCertPEM, KubeletClientKeyPEM: certs.KubeletClientKeyPEM,
 	})
 	if err != nil {
 		return err

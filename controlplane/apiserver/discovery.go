@@ -95,6 +95,7 @@ func subresourcesOf(r *registry.Resource) []subresource {
 	switch {
 	case r.Group == "" && r.Plural == "pods":
 		out = append(out, subresource{name: "binding", ver: "v1", kind: "Binding", verbs: metav1.Verbs{"create"}})
+		out = append(out, subresource{name: "log", ver: "v1", kind: "Pod", verbs: metav1.Verbs{"get"}})
 	case r.Group == "" && r.Plural == "namespaces":
 		out = append(out, subresource{name: "finalize", ver: "v1", kind: "Namespace", verbs: metav1.Verbs{"update"}})
 	}

@@ -3,7 +3,7 @@
 // the registry, stores objects, and answers reads and watches from the watch
 // cache. Routes are derived from the registry's Resources; nothing here names
 // a particular resource except the few with server-side behaviour of their own
-// (namespaces, services, the scale and binding subresources).
+// (namespaces, services, the scale, binding and log subresources).
 package apiserver
 
 import (
@@ -44,6 +44,9 @@ type Config struct {
 	// Admission is the list of admission steps creates go through, in
 	// order, besides NamespaceLifecycle, which always runs.
 	Admission []Admitter
+	// KubeletClientCertPEM and KubeletClientKeyPEM are the client
+	// certificate pods/log presents to kubelets; without them it fails.
+	KubeletClientCertPEM, KubeletClientKeyPEM []byte
 }
 
 // WriteHooks run around the storage writes of one resource. Each returns an
@@ -284,6 +287,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req reque
 		s.serveScale(w, r, req)
 	case sub == "binding" && res.Plural == "pods" && verb == "create":
 		s.bind(w, r, req)
+	case sub == "log" && res.Group == "" && res.Plural == "pods" && verb == "get":
+		s.podLogs(w, r, req)
 	default:
 		writeStatus(w, apierrors.NewMethodNotSupported(schemaGR(res.Plural+"/"+sub), verb))
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/navarch/navarch/node/kubelet"
@@ -56,6 +59,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	insecureRegs := fs.String("insecure-registry", "", "comma-separated registries (host or host:port) pulled from over plain HTTP")
 	drainOnStop := fs.Bool("drain-on-stop", false, "on SIGINT or SIGTERM, cordon the node and delete its pods before exiting")
 	drainTimeout := fs.Duration("drain-timeout", 2*time.Minute, "how long --drain-on-stop waits for the pods to terminate")
+	kubeletPort := fs.Int("kubelet-port", 10250, "port of the kubelet's HTTPS server (container logs for kubectl logs); 0 disables it")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -126,6 +130,18 @@ func runAgent(args []string, stderr io.Writer) int {
 	if err := waitRuntime(sigCtx, cfg.Runtime, served); err != nil {
 		return exitOnError(stderr, err)
 	}
+	if *kubeletPort != 0 {
+		srv, err := kubeletServer(restCfg, *dataDir, *kubeletPort, cfg.Runtime, []string{*nodeName, *nodeIP})
+		if err != nil {
+			return exitOnError(stderr, err)
+		}
+		cfg.KubeletPort = srv.Port()
+		go func() {
+			if err := srv.Serve(ctx); err != nil {
+				slog.Error("kubelet server stopped", "err", err)
+			}
+		}()
+	}
 	k, err := kubelet.New(cfg)
 	if err != nil {
 		return exitOnError(stderr, err)
@@ -151,6 +167,35 @@ func runAgent(args []string, stderr io.Writer) int {
 		err = serr
 	}
 	return exitOnError(stderr, err)
+}
+
+// kubeletServer listens on port for the kubelet's HTTPS server, which
+// accepts the clients of the cluster CA the kubeconfig carries (the API
+// server's kubelet client certificate).
+func kubeletServer(restCfg *rest.Config, dataDir string, port int, rt runtimeapi.RuntimeServiceClient, hosts []string) (*kubelet.Server, error) {
+	ca := restCfg.CAData
+	if len(ca) == 0 && restCfg.CAFile != "" {
+		var err error
+		if ca, err = os.ReadFile(restCfg.CAFile); err != nil {
+			return nil, fmt.Errorf("--kubelet-port: cluster CA: %w", err)
+		}
+	}
+	if len(ca) == 0 {
+		return nil, errors.New("--kubelet-port: the kubeconfig has no cluster CA to verify the API server's client certificate by (use --kubelet-port=0)")
+	}
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		return nil, fmt.Errorf("--kubelet-port: %w", err)
+	}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	srv, err := kubelet.NewServer(kubelet.ServerConfig{Listener: ln, Runtime: rt, CertDir: filepath.Join(dataDir, "pki"), Hosts: hosts, ClientCAPEM: ca})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return srv, nil
 }
 
 // waitRuntime waits for the runtime to answer, or for the built-in one to

@@ -68,6 +68,10 @@ type Config struct {
 	// NodeIP is the node's InternalIP; "" picks the address of the
 	// interface of the default route.
 	NodeIP string
+	// KubeletPort is the port of the kubelet's HTTPS server (Server),
+	// published as the Node's status.daemonEndpoints.kubeletEndpoint; 0:
+	// none runs.
+	KubeletPort int32
 	// ClusterDNS and ClusterDomain configure pods of dnsPolicy
 	// ClusterFirst; without ClusterDNS such pods get the node's resolver,
 	// as upstream's kubelet does without --cluster-dns.

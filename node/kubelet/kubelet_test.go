@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
 	"github.com/navarch/navarch/node/images"
 	"github.com/navarch/navarch/node/network"
@@ -116,11 +117,16 @@ type testNode struct {
 	// kubelet is the running kubelet, stopKubelet stops it.
 	kubelet     *Kubelet
 	stopKubelet func()
+	// kubeletPort and nodeIP go into the kubelet's Config at its next
+	// start (the HTTPS server's test sets them).
+	kubeletPort int32
+	nodeIP      string
 }
 
 // startNode runs an API server, the built-in runtime and a kubelet in this
-// process, and removes everything they made when the test ends.
-func startNode(t *testing.T) *testNode {
+// process, and removes everything they made when the test ends; apiConfig
+// edits the API server's Config.
+func startNode(t *testing.T, apiConfig ...func(*apiserver.Config)) *testNode {
 	if os.Geteuid() != 0 {
 		t.Skip("kubelet tests need root (namespaces, mounts, cgroups, bridges)")
 	}
@@ -128,7 +134,11 @@ func startNode(t *testing.T) *testNode {
 		t.Skip("kubelet tests need the runc binary in PATH")
 	}
 	images := testImages(t)
-	srv := apiservertest.Start(t)
+	srv := apiservertest.StartConfig(t, func(c *apiserver.Config) {
+		for _, edit := range apiConfig {
+			edit(c)
+		}
+	})
 	subnet, cluster := freeSubnet(t)
 	n := &testNode{t: t, client: srv.Client, dataDir: t.TempDir(), bridge: "nvk" + randHex(4), subnet: subnet, node: "kubelet-test"}
 	n.netName = n.bridge
@@ -183,6 +193,7 @@ func (n *testNode) startKubelet() {
 		Client: n.client, NodeName: n.node, DataDir: n.dataDir,
 		Runtime: runtimeapi.NewRuntimeServiceClient(n.conn), Images: runtimeapi.NewImageServiceClient(n.conn),
 		DefaultPodCIDR: n.subnet.String(), Version: "v1.34.0",
+		KubeletPort: n.kubeletPort, NodeIP: n.nodeIP,
 		OnPodCIDR: func(cidr string) error { return n.builtin.SetPodCIDR(ctx, cidr) },
 		// Short, so that the test sees exits and restarts at once.
 		RelistInterval: 200 * time.Millisecond,

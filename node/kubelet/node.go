@@ -166,6 +166,7 @@ func (k *Kubelet) nodeStatus(ctx context.Context, st *corev1.NodeStatus, v *runt
 	st.Capacity, st.Allocatable = capacity, allocatable
 	hostname, _ := os.Hostname()
 	st.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: k.nodeIP}, {Type: corev1.NodeHostName, Address: hostname}}
+	st.DaemonEndpoints.KubeletEndpoint.Port = k.cfg.KubeletPort
 	st.NodeInfo = corev1.NodeSystemInfo{
 		MachineID:               readTrim("/etc/machine-id"),
 		SystemUUID:              readTrim("/sys/class/dmi/id/product_uuid"),

@@ -43,6 +43,13 @@ type Server struct {
 // the admission steps given; it stops when the test ends.
 func Start(t testing.TB, admission ...apiserver.Admitter) *Server {
 	t.Helper()
+	return StartConfig(t, func(c *apiserver.Config) { c.Admission = admission })
+}
+
+// StartConfig is Start with edit applied to the server's Config first (e.g.
+// the kubelet client certificate of pods/log).
+func StartConfig(t testing.TB, edit func(*apiserver.Config)) *Server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	member, err := etcd.StartEmbedded(ctx, t.TempDir())
 	if err != nil {
@@ -52,7 +59,9 @@ func Start(t testing.TB, admission ...apiserver.Admitter) *Server {
 	for _, g := range [][]*registry.Resource{core.Resources(), apps.Resources(), batch.Resources(), others.Resources()} {
 		resources = append(resources, g...)
 	}
-	api, err := apiserver.New(apiserver.Config{Store: etcd.NewStore(member.Client), Resources: resources, Authenticators: []apiserver.Authenticator{trustAll{}}, Admission: admission})
+	acfg := apiserver.Config{Store: etcd.NewStore(member.Client), Resources: resources, Authenticators: []apiserver.Authenticator{trustAll{}}}
+	edit(&acfg)
+	api, err := apiserver.New(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
