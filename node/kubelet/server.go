@@ -64,10 +64,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			http.Error(w, "navarch kubelet: "+p[1:len(p)-1]+" is not implemented yet", http.StatusNotImplemented)
 		})
 	}
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
-		MinVersion: tls.VersionTLS12,
-	}}
+	// Failed handshakes (a client without a certificate) are logged at
+	// debug level: anyone reaching the port can cause them.
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug), TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+			MinVersion: tls.VersionTLS12,
+		}}
 	return s, nil
 }
 
@@ -113,7 +116,9 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	exited := func() bool {
 		st, err := s.cfg.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.GetId()})
-		return err != nil || st.GetStatus().GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING
+		// Created (not started yet) is not an exit: its lines are to come.
+		state := st.GetStatus().GetState()
+		return err != nil || state == runtimeapi.ContainerState_CONTAINER_EXITED || state == runtimeapi.ContainerState_CONTAINER_UNKNOWN
 	}
 	if previous {
 		o.follow = false // an exited container has nothing more to say
