@@ -423,11 +423,13 @@ func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContain
 		if f.GetId() != "" && f.GetId() != c.ID || f.GetPodSandboxId() != "" && f.GetPodSandboxId() != c.SandboxID {
 			continue
 		}
-		st := s.criStatus(c)
-		if f.GetState() != nil && f.GetState().GetState() != st.State {
+		// Labels are in the stored config: filter on them before working
+		// out the state, which reads files and asks whether the shim lives.
+		if sel := f.GetLabelSelector(); len(sel) > 0 && !matchLabels(sel, c.config().GetLabels()) {
 			continue
 		}
-		if !matchLabels(f.GetLabelSelector(), st.Labels) {
+		st := s.criStatus(c)
+		if f.GetState() != nil && f.GetState().GetState() != st.State {
 			continue
 		}
 		out = append(out, &runtimeapi.Container{
