@@ -237,13 +237,24 @@ func TestStatusSubresourceIgnoresSpec(t *testing.T) {
 // updates and deletes of pods and checks it saw each, in order.
 func TestInformerSeesEveryChangeInOrder(t *testing.T) {
 	s := startServer(t)
+	checkInformerOrder(t, s, s.client, 20)
+}
+
+// checkInformerOrder runs a pod informer over client while n pods are each
+// created, relabelled and deleted through the test's own client, and fails
+// unless it saw every change in order.
+func checkInformerOrder(t *testing.T, s *testServer, client kubernetes.Interface, n int) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
 	var seen []string
-	factory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithNamespace("test"))
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace("test"))
 	inf := factory.Core().V1().Pods().Informer()
 	record := func(what string, obj interface{}) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
 		p := obj.(*corev1.Pod)
 		mu.Lock()
 		seen = append(seen, fmt.Sprintf("%s %s %s", what, p.Name, p.Labels["step"]))
@@ -252,12 +263,7 @@ func TestInformerSeesEveryChangeInOrder(t *testing.T) {
 	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj interface{}) { record("add", obj) },
 		UpdateFunc: func(_, obj interface{}) { record("update", obj) },
-		DeleteFunc: func(obj interface{}) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			record("delete", obj)
-		},
+		DeleteFunc: func(obj interface{}) { record("delete", obj) },
 	})
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
@@ -265,7 +271,7 @@ func TestInformerSeesEveryChangeInOrder(t *testing.T) {
 	}
 	pods := s.client.CoreV1().Pods("test")
 	var want []string
-	for i := 0; i < 20; i++ {
+	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("p%d", i)
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"step": "1"}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
@@ -285,9 +291,9 @@ func TestInformerSeesEveryChangeInOrder(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		mu.Lock()
-		n := len(seen)
+		got := len(seen)
 		mu.Unlock()
-		if n >= len(want) || time.Now().After(deadline) {
+		if got >= len(want) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

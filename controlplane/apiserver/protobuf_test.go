@@ -19,10 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 )
 
 const (
@@ -177,67 +175,10 @@ func TestProtobufClientCRUD(t *testing.T) {
 // watches and checks it sees every add, update and delete in order.
 func TestProtobufInformerSeesChangesInOrder(t *testing.T) {
 	s := startServer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	_, client, rec := recordingClient(t, s, protobufType, protobufType+",application/json")
-	var mu sync.Mutex
-	var seen []string
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace("test"))
-	inf := factory.Core().V1().Pods().Informer()
-	record := func(what string, obj interface{}) {
-		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		p := obj.(*corev1.Pod)
-		mu.Lock()
-		seen = append(seen, fmt.Sprintf("%s %s %s", what, p.Name, p.Labels["step"]))
-		mu.Unlock()
-	}
-	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj interface{}) { record("add", obj) },
-		UpdateFunc: func(_, obj interface{}) { record("update", obj) },
-		DeleteFunc: func(obj interface{}) { record("delete", obj) },
-	})
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		t.Fatal("informer did not sync")
-	}
 	// Writes go through the default test client; only the informer reads
 	// protobuf, so what it sees was decoded from protobuf watch events.
-	pods := s.client.CoreV1().Pods("test")
-	var want []string
-	for i := 0; i < 10; i++ {
-		name := fmt.Sprintf("p%d", i)
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"step": "1"}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
-		created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		created.Labels["step"] = "2"
-		if _, err := pods.Update(ctx, created, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := pods.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, "add "+name+" 1", "update "+name+" 2", "delete "+name+" 2")
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		mu.Lock()
-		n := len(seen)
-		mu.Unlock()
-		if n >= len(want) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if fmt.Sprint(seen) != fmt.Sprint(want) {
-		t.Fatalf("informer saw\n%v\nwant\n%v", seen, want)
-	}
+	checkInformerOrder(t, s, client, 10)
 	wantTypes(t, rec, "WATCH", "/api/v1/namespaces/test/pods", protobufWatchType)
 	wantTypes(t, rec, "GET", "/api/v1/namespaces/test/pods", protobufType)
 }
