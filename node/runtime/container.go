@@ -409,20 +409,24 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	return &runtimeapi.ContainerStatusResponse{Status: s.criStatus(c)}, nil
 }
 
+// containersOf snapshots the containers with id and in sandbox ("" for any).
+func (s *Server) containersOf(id, sandbox string) []*container {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*container
+	for _, c := range s.containers {
+		if (id == "" || id == c.ID) && (sandbox == "" || sandbox == c.SandboxID) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // ListContainers lists containers matching the filter.
 func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	f := req.GetFilter()
-	s.mu.Lock()
-	all := make([]*container, 0, len(s.containers))
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
 	var out []*runtimeapi.Container
-	for _, c := range all {
-		if f.GetId() != "" && f.GetId() != c.ID || f.GetPodSandboxId() != "" && f.GetPodSandboxId() != c.SandboxID {
-			continue
-		}
+	for _, c := range s.containersOf(f.GetId(), f.GetPodSandboxId()) {
 		// Labels are in the stored config: filter on them before working
 		// out the state, which reads files and asks whether the shim lives.
 		if sel := f.GetLabelSelector(); len(sel) > 0 && !matchLabels(sel, c.config().GetLabels()) {

@@ -37,17 +37,8 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 // ListContainerStats reports the use of the running containers matching the filter.
 func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	f := req.GetFilter()
-	s.mu.Lock()
-	all := make([]*container, 0, len(s.containers))
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
 	var out []*runtimeapi.ContainerStats
-	for _, c := range all {
-		if f.GetId() != "" && f.GetId() != c.ID || f.GetPodSandboxId() != "" && f.GetPodSandboxId() != c.SandboxID {
-			continue
-		}
+	for _, c := range s.containersOf(f.GetId(), f.GetPodSandboxId()) {
 		if st, _ := s.state(c); st != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
 		}
