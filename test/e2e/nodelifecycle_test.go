@@ -33,13 +33,7 @@ func TestNodeFailureOnHollowNodes(t *testing.T) {
 	startSim(t, s, 2, "--prefix", "a-", "--lease-duration", "2s")
 	killB := startSim(t, s, 1, "--prefix", "b-", "--lease-duration", "2s")
 	c := clients(t)[0]
-	eventually(t, 30*time.Second, func() error {
-		out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers")
-		if strings.Count(out.stdout, " Ready ") != 3 {
-			return fmt.Errorf("nodes: %s", out)
-		}
-		return nil
-	})
+	waitNodesReady(t, s, c, 3)
 
 	s.must(t, c, "create", "deployment", "web", "--image=example.com/web:1", "--replicas=3")
 	if out := s.must(t, c, "rollout", "status", "deployment/web", "--timeout=60s"); !strings.Contains(out, "successfully rolled out") {

@@ -91,12 +91,7 @@ func TestPriorityPreemptionOnHollowNodes(t *testing.T) {
 		t.Fatalf("pod of an unknown class: %s", r)
 	}
 
-	eventually(t, 30*time.Second, func() error {
-		if out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers"); strings.Count(out.stdout, " Ready ") != 1 {
-			return fmt.Errorf("nodes: %s", out)
-		}
-		return nil
-	})
+	waitNodesReady(t, s, c, 1)
 	phase := func(name string) string {
 		return s.kubectl(c, "", nil, "get", "pod", name, "-o", "jsonpath={.status.phase}").stdout
 	}

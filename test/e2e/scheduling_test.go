@@ -37,13 +37,7 @@ func TestSchedulingAntiAffinityPending(t *testing.T) {
 	s := startServer(t)
 	startSim(t, s, 3)
 	c := clients(t)[0]
-	eventually(t, 30*time.Second, func() error {
-		out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers")
-		if strings.Count(out.stdout, " Ready ") != 3 {
-			return fmt.Errorf("nodes: %s", out)
-		}
-		return nil
-	})
+	waitNodesReady(t, s, c, 3)
 	if r := s.kubectl(c, schedAntiAffinityDeployment, nil, "apply", "-f", "-"); r.err != nil {
 		t.Fatalf("apply: %s", r)
 	}

@@ -130,13 +130,7 @@ func TestStatefulSetOnHollowNodes(t *testing.T) {
 	s := startServer(t)
 	startSim(t, s, 3)
 	c := clients(t)[0]
-	eventually(t, 30*time.Second, func() error {
-		out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers")
-		if strings.Count(out.stdout, " Ready ") != 3 {
-			return fmt.Errorf("nodes: %s", out)
-		}
-		return nil
-	})
+	waitNodesReady(t, s, c, 3)
 	// The watch must be running before the first pod exists: a pod it
 	// shows proves it is.
 	watch := stsWatchPods(t, s, c)

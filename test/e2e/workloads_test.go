@@ -29,6 +29,18 @@ func startSim(t *testing.T, s *server, nodes int, flags ...string) (kill func())
 	return kill
 }
 
+// waitNodesReady waits until kubectl lists n Ready nodes.
+func waitNodesReady(t *testing.T, s *server, c client, n int) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers")
+		if strings.Count(out.stdout, " Ready ") != n {
+			return fmt.Errorf("want %d Ready nodes: %s", n, out)
+		}
+		return nil
+	})
+}
+
 // TestDeploymentLifecycleOnHollowNodes drives a Deployment with kubectl on
 // simulated nodes: rollout, update, history, undo, scale; and a pod that
 // fits nowhere says why.
@@ -36,13 +48,7 @@ func TestDeploymentLifecycleOnHollowNodes(t *testing.T) {
 	s := startServer(t)
 	startSim(t, s, 3)
 	c := clients(t)[0]
-	eventually(t, 30*time.Second, func() error {
-		out := s.kubectl(c, "", nil, "get", "nodes", "--no-headers")
-		if strings.Count(out.stdout, " Ready ") != 3 {
-			return fmt.Errorf("nodes: %s", out)
-		}
-		return nil
-	})
+	waitNodesReady(t, s, c, 3)
 
 	s.must(t, c, "create", "deployment", "web", "--image=example.com/web:1", "--replicas=3")
 	rollout := func() {
