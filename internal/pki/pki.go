@@ -1,6 +1,7 @@
 // Package pki makes and keeps the cluster's certificates: a CA made on the
 // first start, the API server's serving certificate and the admin client
-// certificate, plus kubeconfig files that use them. Keys are ECDSA P-256:
+// certificate, nodes' client certificates and the node join token
+// (nodetoken.go), plus kubeconfig files that use them. Keys are ECDSA P-256:
 // generating one takes well under a millisecond, so a fresh start stays fast.
 package pki
 
