@@ -96,6 +96,8 @@ func subresourcesOf(r *registry.Resource) []subresource {
 	case r.Group == "" && r.Plural == "pods":
 		out = append(out, subresource{name: "binding", ver: "v1", kind: "Binding", verbs: metav1.Verbs{"create"}})
 		out = append(out, subresource{name: "log", ver: "v1", kind: "Pod", verbs: metav1.Verbs{"get"}})
+	case r.Group == "" && r.Plural == "serviceaccounts":
+		out = append(out, subresource{name: "token", group: "authentication.k8s.io", ver: "v1", kind: "TokenRequest", verbs: metav1.Verbs{"create"}})
 	case r.Group == "" && r.Plural == "namespaces":
 		out = append(out, subresource{name: "finalize", ver: "v1", kind: "Namespace", verbs: metav1.Verbs{"update"}})
 	}

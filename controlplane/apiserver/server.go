@@ -79,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, cache: cache.New(cfg.Store),
 		resources: map[string]*registry.Resource{}, caches: map[*registry.Resource]*cache.Resource{}}
+	bindServiceAccountTokens(s)
 	byPrefix := map[string]*cache.Resource{}
 	for _, r := range cfg.Resources {
 		key := r.Group + "/" + r.Version + "/" + r.Plural
@@ -289,6 +290,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req reque
 		s.bind(w, r, req)
 	case sub == "log" && res.Group == "" && res.Plural == "pods" && verb == "get":
 		s.podLogs(w, r, req)
+	case sub == "token" && res.Group == "" && res.Plural == "serviceaccounts" && verb == "create":
+		s.tokenRequest(w, r, req)
 	default:
 		writeStatus(w, apierrors.NewMethodNotSupported(schemaGR(res.Plural+"/"+sub), verb))
 	}
