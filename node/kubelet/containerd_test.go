@@ -89,6 +89,17 @@ func TestKubeletContainerd(t *testing.T) {
 		t.Fatalf("containerd CRI version: %v\n%s", err, c.log())
 	}
 	t.Logf("runtime %s %s (CRI %s)", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion)
+	// The pod cgroups (kubepods/...) go under a root of the test's own.
+	cgroupRoot := "/navarch-ctrd-test-" + randHex(4)
+	// Cleanups run last first: this one after the sandboxes' removal.
+	t.Cleanup(func() {
+		hs, _ := filepath.Glob("/sys/fs/cgroup/*")
+		for _, h := range append(hs, "/sys/fs/cgroup") {
+			if err := removeCgroupTree(filepath.Join(h, cgroupRoot)); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
 	// Whatever the test leaves, removed while containerd still runs, so
 	// that it tears down the netns, mounts and shims it made.
 	t.Cleanup(func() { c.removeSandboxes(rt) })
@@ -101,7 +112,7 @@ func TestKubeletContainerd(t *testing.T) {
 		Runtime: rt, Images: img,
 		DefaultPodCIDR: c.subnet.String(), Version: "v1.34.0",
 		RelistInterval: 200 * time.Millisecond, BackoffInitial: time.Second,
-		ImageGCInterval: time.Hour,
+		ImageGCInterval: time.Hour, CgroupRoot: cgroupRoot,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -98,6 +98,16 @@ type Config struct {
 	ImageGCHighThresholdPercent int
 	ImageGCLowThresholdPercent  int
 	ImageMinAge                 time.Duration
+	// CgroupRoot is the cgroup (v1 path) under which the QoS and pod
+	// cgroups go (ROOT/kubepods/...), "/" by default as upstream's
+	// --cgroup-root.
+	CgroupRoot string
+	// NoPodCgroups leaves containers under the runtime's own cgroup
+	// parent, as upstream's --cgroups-per-qos=false.
+	NoPodCgroups bool
+	// PodMaxPids is each pod's pids.max (upstream's --pod-max-pids); -1 or
+	// 0 is unlimited.
+	PodMaxPids int64
 }
 
 // Kubelet runs the pods bound to one node.
@@ -134,6 +144,11 @@ type Kubelet struct {
 	services corelisters.ServiceLister
 	// imageFirstSeen and imageLastUsed order images for garbage collection.
 	imageFirstSeen, imageLastUsed map[string]time.Time
+	// cgroups makes the QoS and pod cgroups (nil: none, containers go
+	// under the runtime's parent); memoryCapacity weighs Burstable
+	// containers' oom_score_adj. Both are set by Run.
+	cgroups        *cgroupManager
+	memoryCapacity int64
 }
 
 type backoff struct {
@@ -221,6 +236,10 @@ func (k *Kubelet) run(ctx context.Context) error {
 		return fmt.Errorf("kubelet: container runtime: %w", err)
 	}
 	k.runtimeName = v.GetRuntimeName()
+	k.memoryCapacity = memTotal()
+	if err := k.setupCgroups(ctx); err != nil {
+		return fmt.Errorf("kubelet: %w", err)
+	}
 	if k.nodeIP, err = nodeIP(k.cfg.NodeIP); err != nil {
 		return fmt.Errorf("kubelet: %w", err)
 	}
@@ -270,6 +289,7 @@ func (k *Kubelet) run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 		return nil
 	}
+	k.cleanupOrphans()
 	ticker := time.NewTicker(k.cfg.RelistInterval)
 	defer ticker.Stop()
 	for {

@@ -121,6 +121,9 @@ type testNode struct {
 	// start (the HTTPS server's test sets them).
 	kubeletPort int32
 	nodeIP      string
+	// cgroupRoot is the runtime's cgroup parent and the kubelet's
+	// CgroupRoot: kubepods go below it.
+	cgroupRoot string
 }
 
 // startNode runs an API server, the built-in runtime and a kubelet in this
@@ -147,6 +150,7 @@ func startNode(t *testing.T, apiConfig ...func(*apiserver.Config)) *testNode {
 		t.Fatal(err)
 	}
 	cgroupParent := "/navarch-kubelet-test-" + randHex(4)
+	n.cgroupRoot = cgroupParent
 	b, err := NewBuiltin(BuiltinConfig{DataDir: n.dataDir, Bridge: n.bridge, NetworkName: n.netName, ClusterCIDR: cluster,
 		NoIPForward: true, CgroupParent: cgroupParent, ShimBinary: self})
 	if err != nil {
@@ -193,7 +197,7 @@ func (n *testNode) startKubelet() {
 		Client: n.client, NodeName: n.node, DataDir: n.dataDir,
 		Runtime: runtimeapi.NewRuntimeServiceClient(n.conn), Images: runtimeapi.NewImageServiceClient(n.conn),
 		DefaultPodCIDR: n.subnet.String(), Version: "v1.34.0",
-		KubeletPort: n.kubeletPort, NodeIP: n.nodeIP,
+		KubeletPort: n.kubeletPort, NodeIP: n.nodeIP, CgroupRoot: n.cgroupRoot,
 		OnPodCIDR: func(cidr string) error { return n.builtin.SetPodCIDR(ctx, cidr) },
 		// Short, so that the test sees exits and restarts at once.
 		RelistInterval: 200 * time.Millisecond,
@@ -247,7 +251,9 @@ func (n *testNode) cleanup(cgroupParent string) {
 	hs, _ := filepath.Glob("/sys/fs/cgroup/*")
 	hs = append(hs, "/sys/fs/cgroup")
 	for _, h := range hs {
-		_ = os.Remove(filepath.Join(h, cgroupParent))
+		if err := removeCgroupTree(filepath.Join(h, cgroupParent)); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	}
 }
 

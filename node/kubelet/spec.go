@@ -80,6 +80,10 @@ func (k *Kubelet) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 	if pod.Spec.HostNetwork {
 		cfg.Hostname = ""
 	}
+	if k.cgroups != nil {
+		cfg.Linux.CgroupParent = k.cgroups.podCgroup(pod)
+	}
+	ssc := cfg.Linux.SecurityContext
 	if sc := pod.Spec.SecurityContext; sc != nil {
 		if len(sc.Sysctls) > 0 {
 			cfg.Linux.Sysctls = map[string]string{}
@@ -88,7 +92,19 @@ func (k *Kubelet) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 			}
 		}
 		if sc.RunAsUser != nil {
-			cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+			ssc.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+		}
+		if sc.RunAsGroup != nil {
+			ssc.RunAsGroup = &runtimeapi.Int64Value{Value: *sc.RunAsGroup}
+		}
+		ssc.SupplementalGroups = supplementalGroups(sc)
+		ssc.Seccomp = k.seccompProfile(sc.SeccompProfile, nil)
+	}
+	// A runtime (containerd) refuses a privileged container in a sandbox
+	// not marked privileged; upstream marks it when any container is.
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+			ssc.Privileged = true
 		}
 	}
 	for _, c := range pod.Spec.Containers {
@@ -210,8 +226,12 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 		Tty:       c.TTY,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources:       resources(c),
-			SecurityContext: securityContext(pod, c),
+			SecurityContext: k.securityContext(pod, c),
 		},
+	}
+	cfg.Linux.Resources.OomScoreAdj = oomScoreAdj(pod, c, k.memoryCapacity)
+	if err := k.verifyRunAsNonRoot(ctx, pod, c, imageRef); err != nil {
+		return nil, err
 	}
 	mounts, err := k.mounts(ctx, pod, c)
 	if err != nil {
@@ -242,8 +262,11 @@ func resources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
 	return r
 }
 
-func securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxContainerSecurityContext {
+// securityContext is the container's effective security context: the
+// pod's settings overridden by the container's, as upstream merges them.
+func (k *Kubelet) securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxContainerSecurityContext {
 	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaceOptions(pod)}
+	var podSeccomp *corev1.SeccompProfile
 	if psc := pod.Spec.SecurityContext; psc != nil {
 		if psc.RunAsUser != nil {
 			out.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
@@ -251,12 +274,15 @@ func securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxCont
 		if psc.RunAsGroup != nil {
 			out.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
 		}
-		out.SupplementalGroups = psc.SupplementalGroups
+		out.SupplementalGroups = supplementalGroups(psc)
+		podSeccomp = psc.SeccompProfile
 	}
 	sc := c.SecurityContext
 	if sc == nil {
+		out.Seccomp = k.seccompProfile(podSeccomp, nil)
 		return out
 	}
+	out.Seccomp = k.seccompProfile(podSeccomp, sc.SeccompProfile)
 	if sc.RunAsUser != nil {
 		out.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
 	}
@@ -265,7 +291,8 @@ func securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxCont
 	}
 	out.Privileged = sc.Privileged != nil && *sc.Privileged
 	out.ReadonlyRootfs = sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
-	out.NoNewPrivs = sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
+	// A privileged container may always gain privileges.
+	out.NoNewPrivs = !out.Privileged && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
 	if caps := sc.Capabilities; caps != nil {
 		out.Capabilities = &runtimeapi.Capability{}
 		for _, c := range caps.Add {
@@ -276,6 +303,105 @@ func securityContext(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxCont
 		}
 	}
 	return out
+}
+
+// supplementalGroups are the pod's supplementalGroups, with fsGroup first
+// as upstream adds it, so that the container may use volumes of that group.
+func supplementalGroups(psc *corev1.PodSecurityContext) []int64 {
+	var out []int64
+	if psc.FSGroup != nil {
+		out = append(out, *psc.FSGroup)
+	}
+	for _, g := range psc.SupplementalGroups {
+		if psc.FSGroup == nil || g != *psc.FSGroup {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// seccompProfile maps the container's seccomp profile, else the pod's, to
+// the CRI's; none is Unconfined, upstream's default without --seccomp-default.
+// Localhost profiles are files under DATA_DIR/seccomp, as upstream's under
+// its root directory.
+func (k *Kubelet) seccompProfile(pod, container *corev1.SeccompProfile) *runtimeapi.SecurityProfile {
+	p := container
+	if p == nil {
+		p = pod
+	}
+	if p == nil {
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
+	}
+	switch p.Type {
+	case corev1.SeccompProfileTypeRuntimeDefault:
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	case corev1.SeccompProfileTypeLocalhost:
+		ref := ""
+		if p.LocalhostProfile != nil {
+			ref = filepath.Join(k.cfg.DataDir, "seccomp", *p.LocalhostProfile)
+		}
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: ref}
+	}
+	return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
+}
+
+// verifyRunAsNonRoot refuses, with upstream's messages, a container whose
+// effective runAsNonRoot is true but that would run as root, or whose
+// image names its user by name so that the uid cannot be checked.
+func (k *Kubelet) verifyRunAsNonRoot(ctx context.Context, pod *corev1.Pod, c *corev1.Container, imageRef string) error {
+	var nonRoot *bool
+	var runAsUser *int64
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		nonRoot, runAsUser = psc.RunAsNonRoot, psc.RunAsUser
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsNonRoot != nil {
+			nonRoot = sc.RunAsNonRoot
+		}
+		if sc.RunAsUser != nil {
+			runAsUser = sc.RunAsUser
+		}
+	}
+	if nonRoot == nil || !*nonRoot {
+		return nil
+	}
+	podName := fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID)
+	if runAsUser != nil {
+		if *runAsUser == 0 {
+			return fmt.Errorf("container's runAsUser breaks non-root policy (pod: %q, container: %s)", podName, c.Name)
+		}
+		return nil
+	}
+	st, err := k.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
+	if err != nil {
+		return fmt.Errorf("image %s: %w", imageRef, err)
+	}
+	uid, name := imageUser(st.GetImage())
+	switch {
+	case uid != nil && *uid == 0:
+		return fmt.Errorf("container has runAsNonRoot and image will run as root (pod: %q, container: %s)", podName, c.Name)
+	case uid == nil && name != "":
+		return fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root (pod: %q, container: %s)", name, podName, c.Name)
+	}
+	return nil
+}
+
+// imageUser is the uid an image runs as, or its user name when it names one;
+// an image without a user runs as root. Runtimes report a "uid:gid" user as
+// the uid, or the whole string as the name.
+func imageUser(img *runtimeapi.Image) (*int64, string) {
+	if img.GetUid() != nil {
+		v := img.GetUid().GetValue()
+		return &v, ""
+	}
+	user, _, _ := strings.Cut(img.GetUsername(), ":")
+	if user == "" {
+		return new(int64), ""
+	}
+	if v, err := strconv.ParseInt(user, 10, 64); err == nil {
+		return &v, ""
+	}
+	return nil, user
 }
 
 // mounts gives emptyDir (on disk), hostPath and the API-backed volumes

@@ -134,6 +134,10 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 			slog.Warn("kubelet cannot remove pod directory", "uid", uid, "err", err)
 			return 2 * time.Second, false
 		}
+		if err := k.removePodCgroup(uid); err != nil {
+			slog.Warn("kubelet cannot remove pod cgroup", "uid", uid, "err", err)
+			return 2 * time.Second, false
+		}
 		return 0, true
 	}
 	if pod.DeletionTimestamp != nil {
@@ -235,6 +239,11 @@ func (k *Kubelet) createSandbox(ctx context.Context, pod *corev1.Pod, st *podSta
 	cfg := k.sandboxConfig(pod, uint32(len(st.sandboxes)))
 	if err := os.MkdirAll(cfg.GetLogDirectory(), 0o755); err != nil {
 		slog.Warn("kubelet cannot create pod directory", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return 5 * time.Second, false
+	}
+	if err := k.ensurePodCgroup(pod); err != nil {
+		k.event(pod, "", corev1.EventTypeWarning, "FailedCreatePodContainer", "unable to ensure pod container exists: "+err.Error())
+		slog.Warn("kubelet cannot create pod cgroup", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		return 5 * time.Second, false
 	}
 	if _, err := k.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg}); err != nil {
@@ -599,6 +608,10 @@ func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st *podState) 
 	}
 	if err := removePodDir(k.podDir(pod.UID)); err != nil {
 		slog.Warn("kubelet cannot remove pod directory", "pod", name, "err", err)
+		return 2 * time.Second
+	}
+	if err := k.removePodCgroup(pod.UID); err != nil {
+		slog.Warn("kubelet cannot remove pod cgroup", "pod", name, "err", err)
 		return 2 * time.Second
 	}
 	err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{

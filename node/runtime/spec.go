@@ -3,13 +3,13 @@ package runtime
 import (
 	"bufio"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -197,8 +197,10 @@ func hostCapabilities() []string {
 	return allCapabilities
 }
 
-// capabilities applies add and drop (either may say ALL) to the default set,
-// within host, the capabilities the runtime itself holds.
+// capabilities applies add and drop to the default set, within host, the
+// capabilities the runtime itself holds, in containerd's order: an "ALL"
+// add, an "ALL" drop, then the single adds, then the single drops, so that
+// drop ALL with add NET_ADMIN leaves just NET_ADMIN.
 func capabilities(sc *runtimeapi.LinuxContainerSecurityContext, host []string) []string {
 	if sc.GetPrivileged() {
 		return host
@@ -207,21 +209,26 @@ func capabilities(sc *runtimeapi.LinuxContainerSecurityContext, host []string) [
 	for _, c := range defaultCapabilities {
 		set[c] = true
 	}
-	for _, c := range sc.GetCapabilities().GetAddCapabilities() {
-		if c = capName(c); c == "ALL" {
+	add, drop := sc.GetCapabilities().GetAddCapabilities(), sc.GetCapabilities().GetDropCapabilities()
+	for _, c := range add {
+		if capName(c) == "ALL" {
 			for _, a := range host {
 				set[a] = true
 			}
-		} else {
+		}
+	}
+	for _, c := range drop {
+		if capName(c) == "ALL" {
+			set = map[string]bool{}
+		}
+	}
+	for _, c := range add {
+		if c = capName(c); c != "ALL" {
 			set[c] = true
 		}
 	}
-	for _, c := range sc.GetCapabilities().GetDropCapabilities() {
-		if c = capName(c); c == "ALL" {
-			set = map[string]bool{}
-		} else {
-			delete(set, c)
-		}
+	for _, c := range drop {
+		delete(set, capName(c))
 	}
 	var out []string
 	for _, c := range host {
@@ -295,10 +302,6 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 		cwd = "/"
 	}
 	caps := capabilities(sc, s.hostCaps)
-	if p := sc.GetSeccomp(); p != nil && p.GetProfileType() != runtimeapi.SecurityProfile_Unconfined {
-		// Not implemented yet: the container runs without a seccomp filter.
-		slog.Warn("runtime runs container without seccomp profile", "container", id, "profile", p.GetProfileType().String())
-	}
 	spec := &specs.Spec{
 		Version: specs.Version,
 		Root:    &specs.Root{Path: "rootfs", Readonly: sc.GetReadonlyRootfs()},
@@ -309,9 +312,8 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 		},
 		Annotations: cfg.GetAnnotations(),
 	}
-	if oom := cfg.GetLinux().GetResources().GetOomScoreAdj(); oom != 0 {
-		v := int(oom)
-		spec.Process.OOMScoreAdj = &v
+	if oom := s.oomScoreAdj(cfg.GetLinux().GetResources().GetOomScoreAdj()); oom != 0 {
+		spec.Process.OOMScoreAdj = &oom
 	}
 
 	ns := nsOptions(sbCfg)
@@ -368,6 +370,11 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 		linux.Resources.Devices = append(linux.Resources.Devices, rule)
 	}
 	spec.Linux = linux
+	// After the capabilities: the default profile allows the system calls
+	// they grant (CAP_SYS_ADMIN's mount, for one).
+	if linux.Seccomp, err = seccompProfile(sc, spec); err != nil {
+		return nil, err
+	}
 
 	sysOpts := []string{"nosuid", "noexec", "nodev", "ro"}
 	if sc.GetPrivileged() {
@@ -452,4 +459,55 @@ func hostDevice(d *runtimeapi.Device) (specs.LinuxDevice, specs.LinuxDeviceCgrou
 	}
 	dev := specs.LinuxDevice{Path: d.GetContainerPath(), Type: typ, Major: major, Minor: minor, FileMode: &mode, UID: &uid, GID: &gid}
 	return dev, specs.LinuxDeviceCgroup{Allow: true, Type: typ, Major: &major, Minor: &minor, Access: perms}, nil
+}
+
+// seccompProfile is the container's seccomp filter: RuntimeDefault is the
+// default profile of Docker and containerd (moby/profiles), Localhost a
+// profile file in that same JSON format, Unconfined or none no filter. A
+// privileged container runs unfiltered whatever it asks, as containerd's.
+func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, spec *specs.Spec) (*specs.LinuxSeccomp, error) {
+	p := sc.GetSeccomp()
+	if sc.GetPrivileged() || p == nil {
+		return nil, nil
+	}
+	switch p.GetProfileType() {
+	case runtimeapi.SecurityProfile_RuntimeDefault:
+		prof, err := seccomp.GetDefaultProfile(spec)
+		if err != nil {
+			return nil, fmt.Errorf("default seccomp profile: %w", err)
+		}
+		return prof, nil
+	case runtimeapi.SecurityProfile_Localhost:
+		b, err := os.ReadFile(p.GetLocalhostRef())
+		if err != nil {
+			return nil, fmt.Errorf("seccomp profile: %w", err)
+		}
+		prof, err := seccomp.LoadProfile(string(b), spec)
+		if err != nil {
+			return nil, fmt.Errorf("seccomp profile %s: %w", p.GetLocalhostRef(), err)
+		}
+		return prof, nil
+	}
+	return nil, nil
+}
+
+// oomScoreAdj is the container's oom_score_adj. Lowering a score below the
+// runtime's own needs CAP_SYS_RESOURCE; without it (this VM, some nested
+// containers) runc would fail, so the score is raised to the runtime's own,
+// as containerd's restrict_oom_score_adj does.
+func (s *Server) oomScoreAdj(want int64) int {
+	for _, c := range s.hostCaps {
+		if c == "CAP_SYS_RESOURCE" {
+			return int(want)
+		}
+	}
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return int(want)
+	}
+	own, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return int(want)
+	}
+	return max(int(want), own)
 }
