@@ -28,20 +28,8 @@ var podLogParams = []string{"follow", "previous", "timestamps", "sinceSeconds", 
 // upstream without --kubelet-certificate-authority, the kubelet's serving
 // certificate is not verified.
 func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
-	gr := req.res.GVR().GroupResource()
-	if err := s.waitForVersion(r.Context(), ""); err != nil {
-		writeError(w, err, req.res, req.name)
-		return
-	}
-	e, _ := s.cache.Get(s.caches[req.res], s.key(req.res, req.namespace, req.name))
-	e = s.view(req.res, e)
-	if e == nil {
-		writeStatus(w, apierrors.NewNotFound(gr, req.name))
-		return
-	}
-	pod, ok := e.Object.(*corev1.Pod)
+	pod, ok := s.requestPod(w, r, req)
 	if !ok {
-		writeStatus(w, apierrors.NewInternalError(fmt.Errorf("pod %s/%s: unexpected object %T", req.namespace, req.name, e.Object)))
 		return
 	}
 	q := r.URL.Query()
@@ -111,6 +99,27 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, req request) {
 	}
 }
 
+// requestPod is the pod a pods/* subresource request names, read from the
+// watch cache; ok is false when the answer (an error Status) is written.
+func (s *Server) requestPod(w http.ResponseWriter, r *http.Request, req request) (*corev1.Pod, bool) {
+	if err := s.waitForVersion(r.Context(), ""); err != nil {
+		writeError(w, err, req.res, req.name)
+		return nil, false
+	}
+	e, _ := s.cache.Get(s.caches[req.res], s.key(req.res, req.namespace, req.name))
+	e = s.view(req.res, e)
+	if e == nil {
+		writeStatus(w, apierrors.NewNotFound(req.res.GVR().GroupResource(), req.name))
+		return nil, false
+	}
+	pod, ok := e.Object.(*corev1.Pod)
+	if !ok {
+		writeStatus(w, apierrors.NewInternalError(fmt.Errorf("pod %s/%s: unexpected object %T", req.namespace, req.name, e.Object)))
+		return nil, false
+	}
+	return pod, true
+}
+
 // logContainer picks the container pods/log reads, with upstream's messages.
 func logContainer(pod *corev1.Pod, name string) (string, error) {
 	if name == "" {
@@ -178,6 +187,26 @@ func (s *Server) kubeletAddress(nodeName string) (string, int32, error) {
 // One client per request, without keep-alives: no connection lingers after
 // a log stream.
 func (s *Server) kubeletClient() (*http.Client, error) {
+	t, err := s.kubeletTransport()
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: t}, nil
+}
+
+// kubeletTransport is the transport of kubeletClient, also used to proxy
+// upgraded (SPDY) connections, which it hands over after a 101.
+func (s *Server) kubeletTransport() (*http.Transport, error) {
+	tc, err := s.kubeletTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	return &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true, Proxy: nil}, nil
+}
+
+// kubeletTLSConfig presents the API server's client certificate to kubelets.
+// It offers only HTTP/1.1, which SPDY upgrades need.
+func (s *Server) kubeletTLSConfig() (*tls.Config, error) {
 	if len(s.cfg.KubeletClientCertPEM) == 0 {
 		return nil, fmt.Errorf("the API server has no client certificate for kubelets")
 	}
@@ -185,11 +214,8 @@ func (s *Server) kubeletClient() (*http.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubelet client certificate: %w", err)
 	}
-	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12},
-		DisableKeepAlives: true,
-		Proxy:             nil,
-	}}, nil
+	return &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+		MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
 }
 
 // kubeletError is the Status of a kubelet's error answer.

@@ -3,7 +3,8 @@
 // the registry, stores objects, and answers reads and watches from the watch
 // cache. Routes are derived from the registry's Resources; nothing here names
 // a particular resource except the few with server-side behaviour of their own
-// (namespaces, services, the scale, binding and log subresources).
+// (namespaces, services, the scale, binding and log subresources, and the
+// streams to kubelets: pods/exec, attach, portforward and nodes/proxy).
 package apiserver
 
 import (
@@ -215,6 +216,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		req, ok := s.parseRequest(r)
 		if !ok {
+			req, ok = s.parseNodeProxy(r)
+		}
+		if !ok {
 			writeStatus(w, apierrors.NewNotFound(schemaGR(path), ""))
 			return
 		}
@@ -292,6 +296,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req reque
 		s.podLogs(w, r, req)
 	case sub == "token" && res.Group == "" && res.Plural == "serviceaccounts" && verb == "create":
 		s.tokenRequest(w, r, req)
+	case (sub == subExec || sub == subAttach || sub == subPortForward) && res.Group == "" && res.Plural == "pods" && (verb == "get" || verb == "create"):
+		s.podStream(w, r, req)
+	case sub == "proxy" && res.Group == "" && res.Plural == "nodes":
+		s.nodeProxy(w, r, req)
 	default:
 		writeStatus(w, apierrors.NewMethodNotSupported(schemaGR(res.Plural+"/"+sub), verb))
 	}
