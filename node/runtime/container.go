@@ -149,6 +149,9 @@ func (s *Server) createContainer(id string, cfg *runtimeapi.ContainerConfig, sb 
 	if err != nil {
 		return nil, err
 	}
+	// The shim makes the terminal (over runc's console socket) for a tty
+	// container, and keeps stdin for attach.
+	spec.Process.Terminal = cfg.GetTty()
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -200,6 +203,10 @@ func (s *Server) startShim(c *container) (int, error) {
 	cmd := exec.Command(s.cfg.ShimBinary, "runtime-shim", "container",
 		"--runc", s.cfg.Runc, "--root", s.runcRoot(), "--dir", dir, "--id", c.ID,
 		"--log", c.LogPath, "--cgroup", c.Cgroup)
+	if cfg := c.config(); cfg.GetStdin() || cfg.GetTty() {
+		cmd.Args = append(cmd.Args, "--stdin="+strconv.FormatBool(cfg.GetStdin()),
+			"--stdin-once="+strconv.FormatBool(cfg.GetStdinOnce()), "--tty="+strconv.FormatBool(cfg.GetTty()))
+	}
 	cmd.Stdout, cmd.Stderr = shimLog, shimLog
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Dir = dir

@@ -14,6 +14,11 @@
 //	containers/<id>/container.json, bundle/config.json, bundle/rootfs (overlay),
 //	containers/<id>/{upper,work}, exit.json (written by the shim)
 //	runc/                         runc --root
+//
+// Exec, Attach and PortForward return URLs of a streaming server
+// (node/streaming) on loopback that Serve starts with the CRI socket
+// (stream.go): exec runs `runc exec`, attach goes through the container's
+// shim (attach.go), port-forward dials inside the pod's network namespace.
 package runtime
 
 import (
@@ -35,6 +40,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/navarch/navarch/node/streaming"
 )
 
 // Version of this runtime as reported by the CRI Version call.
@@ -66,6 +73,9 @@ type Config struct {
 	NetworkTeardown func(ctx context.Context, sandboxID, netnsPath string, config *runtimeapi.PodSandboxConfig) error
 	// NetworkStatus, when set, reports whether the pod network is ready.
 	NetworkStatus func() error
+	// StreamAddress is where the streaming server behind Exec, Attach and
+	// PortForward listens (node/streaming); "" is 127.0.0.1 on a free port.
+	StreamAddress string
 }
 
 // Server implements runtimeapi.RuntimeServiceServer.
@@ -80,6 +90,8 @@ type Server struct {
 	containers map[string]*container
 	// hostCaps are the capabilities a privileged container gets.
 	hostCaps []string
+	// stream serves the streaming URLs; Serve starts it.
+	stream *streaming.Server
 }
 
 // New loads the records under cfg.StateDir, re-adopting the sandboxes and
@@ -159,6 +171,10 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("runtime socket %s: %w", path, err)
+	}
+	if err := s.startStreaming(ctx); err != nil {
+		l.Close()
+		return err
 	}
 	g := grpc.NewServer()
 	runtimeapi.RegisterRuntimeServiceServer(g, s)

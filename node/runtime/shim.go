@@ -1,12 +1,12 @@
 package runtime
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -86,6 +86,9 @@ func shimContainer(args []string) error {
 	id := fs.String("id", "", "container id")
 	logPath := fs.String("log", "", "CRI log file")
 	cgroup := fs.String("cgroup", "", "container cgroup path (v1)")
+	stdin := fs.Bool("stdin", false, "keep the container's stdin open for attach")
+	stdinOnce := fs.Bool("stdin-once", false, "close stdin after the first attach session's")
+	tty := fs.Bool("tty", false, "run the container with a terminal")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,25 +113,62 @@ func shimContainer(args []string) error {
 		}
 	}()
 
-	outR, outW, err := os.Pipe()
+	hub, err := listenAttach(*stdinOnce)
 	if err != nil {
-		return err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
+		fmt.Fprintf(ready, "attach socket: %v", err)
 		return err
 	}
 	pidFile := filepath.Join(*dir, "init.pid")
 	runcLog := filepath.Join(*dir, "runc.log")
-	cmd := exec.Command(*runc, "--root", *root, "--log", runcLog, "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile, *id)
-	cmd.Stdout, cmd.Stderr = outW, errW
-	if err := cmd.Run(); err != nil {
-		msg := fmt.Sprintf("runc create: %v: %s", err, lastRuncError(runcLog))
-		fmt.Fprint(ready, msg)
-		return errors.New(msg)
+	runArgs := []string{"--root", *root, "--log", runcLog, "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile}
+	var copiers sync.WaitGroup
+	if *tty {
+		master, err := createWithTerminal(*runc, runArgs, *id)
+		if err != nil {
+			msg := fmt.Sprintf("runc create: %v: %s", err, lastRuncError(runcLog))
+			fmt.Fprint(ready, msg)
+			return errors.New(msg)
+		}
+		defer master.Close()
+		hub.tty = master
+		if *stdin {
+			hub.stdin = master
+		}
+		// A terminal has one output, logged as stdout (as upstream).
+		copiers.Add(1)
+		go func() { defer copiers.Done(); lw.copy("stdout", master, hub.tee) }()
+	} else {
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(*runc, append(runArgs, *id)...)
+		cmd.Stdout, cmd.Stderr = outW, errW
+		var inR *os.File
+		if *stdin {
+			if inR, hub.stdinPipe, err = os.Pipe(); err != nil {
+				return err
+			}
+			cmd.Stdin, hub.stdin = inR, hub.stdinPipe
+		}
+		if err := cmd.Run(); err != nil {
+			msg := fmt.Sprintf("runc create: %v: %s", err, lastRuncError(runcLog))
+			fmt.Fprint(ready, msg)
+			return errors.New(msg)
+		}
+		outW.Close()
+		errW.Close()
+		if inR != nil {
+			inR.Close()
+		}
+		copiers.Add(2)
+		go func() { defer copiers.Done(); lw.copy("stdout", outR, hub.tee) }()
+		go func() { defer copiers.Done(); lw.copy("stderr", errR, hub.tee) }()
 	}
-	outW.Close()
-	errW.Close()
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		fmt.Fprintf(ready, "pid file: %v", err)
@@ -139,10 +179,7 @@ func shimContainer(args []string) error {
 		fmt.Fprintf(ready, "pid file: %v", err)
 		return err
 	}
-	var copiers sync.WaitGroup
-	copiers.Add(2)
-	go func() { defer copiers.Done(); lw.copy("stdout", outR) }()
-	go func() { defer copiers.Done(); lw.copy("stderr", errR) }()
+	go hub.serve()
 	fmt.Fprint(ready, "ok")
 	ready.Close()
 	// One shim per container: hand back what the binary's package
@@ -180,6 +217,7 @@ func shimContainer(args []string) error {
 	case <-done:
 	case <-time.After(2 * time.Second):
 	}
+	hub.close()
 	rec.OOMKilled = oomKilled(*cgroup)
 	// A process that exits at once may do so while `runc start` is still
 	// cleaning up; deleting the runc container under it would fail the
@@ -196,6 +234,48 @@ func shimContainer(args []string) error {
 	}
 	lw.close()
 	return writeJSON(filepath.Join(*dir, "exit.json"), &rec)
+}
+
+// listenAttach listens on the container directory's attach socket (the
+// shim's working directory: the full path may be too long for a socket).
+func listenAttach(stdinOnce bool) (*attachHub, error) {
+	_ = os.Remove(attachSocket)
+	ln, err := net.Listen("unix", attachSocket)
+	if err != nil {
+		return nil, err
+	}
+	return &attachHub{clients: map[*attachClient]bool{}, stdinOnce: stdinOnce, ln: ln}, nil
+}
+
+// createWithTerminal runs `runc create` with a console socket and returns
+// the pty master runc sends over it; the socket lives in a short temporary
+// directory, as socket paths are limited to 108 bytes.
+func createWithTerminal(runc string, args []string, id string) (*os.File, error) {
+	tmp, err := os.MkdirTemp("", "navarch-shim-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	sock := filepath.Join(tmp, "console.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	cmd := exec.Command(runc, append(args, "--console-socket", sock, id)...)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := waitProc(cmd)
+	master, err := receivePty(ln, p)
+	<-p.done
+	if p.err != nil {
+		if master != nil {
+			master.Close()
+		}
+		return nil, p.err
+	}
+	return master, err
 }
 
 // oomKilled reads the memory cgroup's OOM kill counter (cgroup v1), which
@@ -278,35 +358,59 @@ const maxLogLine = 16 * 1024
 
 const criTimestamp = "2006-01-02T15:04:05.000000000Z07:00"
 
-func (lw *logWriter) copy(stream string, r io.Reader) {
-	br := bufio.NewReaderSize(r, maxLogLine)
-	var buf []byte
+// copy writes what r yields to the log, one entry per line (P entries for
+// the pieces of a line longer than maxLogLine), and hands each chunk as read
+// to tee (attached clients) first, so that a prompt without a newline
+// reaches them at once.
+func (lw *logWriter) copy(stream string, r io.Reader, tee func(stream string, p []byte)) {
+	buf := make([]byte, 32*1024)
+	var line []byte
 	for {
-		line, err := br.ReadSlice('\n')
-		tag := "F"
-		switch {
-		case err == bufio.ErrBufferFull:
-			tag = "P"
-		case err == nil:
-			line = line[:len(line)-1]
-		case len(line) == 0:
+		n, err := r.Read(buf)
+		chunk := buf[:n]
+		if n > 0 && tee != nil {
+			tee(stream, chunk)
+		}
+		for len(chunk) > 0 {
+			i := bytes.IndexByte(chunk, '\n')
+			if i < 0 {
+				line = append(line, chunk...)
+				chunk = nil
+			} else {
+				line = append(line, chunk[:i]...)
+				chunk = chunk[i+1:]
+			}
+			for len(line) > maxLogLine {
+				lw.write(stream, "P", line[:maxLogLine])
+				line = append(line[:0], line[maxLogLine:]...)
+			}
+			if i >= 0 {
+				lw.write(stream, "F", line)
+				line = line[:0]
+			}
+		}
+		if err != nil {
+			if len(line) > 0 {
+				lw.write(stream, "F", line)
+			}
 			return
 		}
-		buf = append(buf[:0], time.Now().UTC().Format(criTimestamp)...)
-		buf = append(buf, ' ')
-		buf = append(buf, stream...)
-		buf = append(buf, ' ')
-		buf = append(buf, tag...)
-		buf = append(buf, ' ')
-		buf = append(buf, line...)
-		buf = append(buf, '\n')
-		lw.mu.Lock()
-		if lw.f != nil {
-			_, _ = lw.f.Write(buf)
-		}
-		lw.mu.Unlock()
-		if err != nil && err != bufio.ErrBufferFull {
-			return
-		}
+	}
+}
+
+func (lw *logWriter) write(stream, tag string, line []byte) {
+	buf := make([]byte, 0, len(criTimestamp)+len(stream)+len(line)+8)
+	buf = append(buf, time.Now().UTC().Format(criTimestamp)...)
+	buf = append(buf, ' ')
+	buf = append(buf, stream...)
+	buf = append(buf, ' ')
+	buf = append(buf, tag...)
+	buf = append(buf, ' ')
+	buf = append(buf, line...)
+	buf = append(buf, '\n')
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.f != nil {
+		_, _ = lw.f.Write(buf)
 	}
 }
