@@ -257,7 +257,9 @@ func (s *Server) serveExec(w http.ResponseWriter, r *http.Request) {
 	}
 	req := p.exec
 	s.serveRemoteCommand(w, r, opts{stdin: req.GetStdin(), stdout: req.GetStdout(), stderr: req.GetStderr(), tty: req.GetTty()},
-		func(ctx context.Context, st Streams) error { return s.rt.Exec(ctx, req.GetContainerId(), req.GetCmd(), st) })
+		func(ctx context.Context, st Streams) error {
+			return s.rt.Exec(ctx, req.GetContainerId(), req.GetCmd(), st)
+		})
 }
 
 func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request) {
