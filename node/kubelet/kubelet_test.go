@@ -122,8 +122,10 @@ type testNode struct {
 	kubeletPort int32
 	nodeIP      string
 	// cgroupRoot is the runtime's cgroup parent and the kubelet's
-	// CgroupRoot: kubepods go below it.
+	// CgroupRoot: kubepods go below it. podMaxPids is the kubelet's
+	// PodMaxPids at its next start.
 	cgroupRoot string
+	podMaxPids int64
 }
 
 // startNode runs an API server, the built-in runtime and a kubelet in this
@@ -197,7 +199,7 @@ func (n *testNode) startKubelet() {
 		Client: n.client, NodeName: n.node, DataDir: n.dataDir,
 		Runtime: runtimeapi.NewRuntimeServiceClient(n.conn), Images: runtimeapi.NewImageServiceClient(n.conn),
 		DefaultPodCIDR: n.subnet.String(), Version: "v1.34.0",
-		KubeletPort: n.kubeletPort, NodeIP: n.nodeIP, CgroupRoot: n.cgroupRoot,
+		KubeletPort: n.kubeletPort, NodeIP: n.nodeIP, CgroupRoot: n.cgroupRoot, PodMaxPids: n.podMaxPids,
 		OnPodCIDR: func(cidr string) error { return n.builtin.SetPodCIDR(ctx, cidr) },
 		// Short, so that the test sees exits and restarts at once.
 		RelistInterval: 200 * time.Millisecond,
