@@ -43,10 +43,12 @@ type fakeKubelet struct {
 	srv *httptest.Server
 	mu  sync.Mutex
 	got []*http.Request // the requests seen, for their URLs and headers
+	// hungUp gets a value when a "sleep" session's connection closes.
+	hungUp chan struct{}
 }
 
 func startFakeKubelet(t *testing.T) *fakeKubelet {
-	k := &fakeKubelet{}
+	k := &fakeKubelet{hungUp: make(chan struct{}, 8)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/exec/", k.serveExec)
 	mux.HandleFunc("/attach/", k.serveExec)
@@ -90,7 +92,8 @@ func (k *fakeKubelet) port() int32 {
 
 // serveExec runs a canned command over SPDY: "echo ARGS" (stdout, and
 // "warn" on stderr), "exit N", "cat" (stdin to stdout until stdin's EOF),
-// "resize" (reads two terminal sizes); attach prints "attached".
+// "resize" (reads two terminal sizes), "sleep" (until the connection
+// closes); attach prints "attached".
 func (k *fakeKubelet) serveExec(w http.ResponseWriter, r *http.Request) {
 	k.note(r)
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
@@ -140,6 +143,11 @@ func (k *fakeKubelet) serveExec(w http.ResponseWriter, r *http.Request) {
 	case cmd[0] == "exit":
 		status = metav1.Status{Status: metav1.StatusFailure, Reason: "NonZeroExitCode", Message: "exit " + cmd[1],
 			Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: "ExitCode", Message: cmd[1]}}}}
+	case cmd[0] == "sleep":
+		io.WriteString(stdout, "sleeping\n")
+		<-conn.CloseChan()
+		k.hungUp <- struct{}{}
+		return
 	case cmd[0] == "cat":
 		io.Copy(stdout, streams["stdin"])
 		io.WriteString(stdout, "[eof]")
@@ -505,4 +513,47 @@ func TestNodeProxy(t *testing.T) {
 	if _, err := rc.Get().AbsPath("/api/v1/nodes/nope/proxy/x").DoRaw(ctx); !apierrors.IsNotFound(err) {
 		t.Errorf("unknown node: got %v, want NotFound", err)
 	}
+}
+
+// A client that goes away ends the kubelet session (over SPDY the proxy
+// closes it; over a WebSocket the translation does).
+func TestPodExecHangUp(t *testing.T) {
+	srv, k := streamCluster(t)
+	u := execURL(srv, "one", "exec", &corev1.PodExecOptions{Command: []string{"sleep"}, Stdin: true, Stdout: true})
+	for proto, ex := range executors(t, srv.Config, u) {
+		if proto != "spdy" && proto != "websocket" {
+			continue
+		}
+		t.Run(proto, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			out := &notifyWriter{wrote: make(chan struct{})}
+			done := make(chan error, 1)
+			go func() { done <- ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: pr, Stdout: out}) }()
+			select {
+			case <-out.wrote:
+			case err := <-done:
+				t.Fatalf("stream ended early: %v", err)
+			}
+			cancel()
+			<-done
+			select {
+			case <-k.hungUp:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the kubelet session outlived its client")
+			}
+		})
+	}
+}
+
+// notifyWriter reports its first write.
+type notifyWriter struct {
+	once  sync.Once
+	wrote chan struct{}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.wrote) })
+	return len(p), nil
 }

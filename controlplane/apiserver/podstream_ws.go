@@ -69,6 +69,10 @@ func (s *Server) translateStream(w http.ResponseWriter, r *http.Request, target 
 		remotecommandconst.StreamProtocolV5Name: proto,
 		remotecommandconst.StreamProtocolV4Name: proto,
 	})
+	if _, ok := w.(http.Hijacker); !ok {
+		writeStatus(w, apierrors.NewBadRequest("a WebSocket needs an HTTP/1.1 connection"))
+		return
+	}
 	_, streams, err := conn.Open(w, r)
 	if err != nil {
 		// The handshake failed and was answered.
@@ -88,6 +92,10 @@ func (s *Server) translateStream(w http.ResponseWriter, r *http.Request, target 
 	if opts.tty {
 		so.TerminalSizeQueue = &resizeQueue{dec: json.NewDecoder(streams[remotecommandconst.StreamResize])}
 	}
+	// The kubelet session ends when the client goes away, so that an
+	// abandoned shell does not keep running: x/net/websocket reads through
+	// the hijacked connection's buffered reader, whose read error cancels
+	// the request's context (TestPodExecHangUp holds this).
 	err = executor.StreamWithContext(r.Context(), so)
 	if err != nil {
 		slog.Debug("websocket stream ended", "target", target.Path, "err", err)
@@ -145,6 +153,10 @@ const tunnelProtocol = portforwardconst.WebsocketsSPDYTunnelingPortForwardV1
 func (s *Server) tunnelPortForward(w http.ResponseWriter, r *http.Request, target *url.URL) {
 	if !offersProtocol(r, tunnelProtocol) {
 		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("port-forward over a WebSocket needs the subprotocol %s", tunnelProtocol)))
+		return
+	}
+	if _, ok := w.(http.Hijacker); !ok {
+		writeStatus(w, apierrors.NewBadRequest("a WebSocket needs an HTTP/1.1 connection"))
 		return
 	}
 	t, err := s.kubeletTransport()
