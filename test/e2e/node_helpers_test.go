@@ -1,0 +1,1044 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/navarch/navarch/node/images"
+)
+
+// This file runs real nodes for the node tests: `navarch agent` processes
+// (the built-in runtime, or containerd) beside a `navarch server`, and
+// removes whatever they leave when the test ends.
+
+const (
+	nodeTestserver = "navarch.io/testserver:1"
+	nodeBusybox    = "navarch.io/busybox:1"
+	nodePause      = "navarch.io/pause:1"
+)
+
+// nodeCluster is a server with real nodes.
+type nodeCluster struct {
+	t    *testing.T
+	s    *server
+	kc   client     // the bundled kubectl
+	cidr *net.IPNet // the server's --cluster-cidr
+	dir  string     // the test's temporary directory (agent logs, data dirs)
+	// agents in the order they were started; the teardown stops them all.
+	agents []*nodeAgent
+}
+
+// nodeAgent is one `navarch agent` process and its node.
+type nodeAgent struct {
+	n       *nodeCluster
+	name    string
+	dataDir string
+	bridge  string // the built-in network's bridge, or containerd's CNI bridge
+	podCIDR *net.IPNet
+	args    []string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan error
+	// containerd is the runtime this agent uses instead of the built-in one.
+	containerd *nodeContainerd
+}
+
+func nodeRandHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// nodeRequirements skips the test unless it can run real containers.
+func nodeRequirements(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("node e2e tests need root (namespaces, mounts, cgroups, bridges)")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("node e2e tests need runc in PATH (make deps)")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("node e2e tests need /bin/busybox (busybox-static, make deps) for the busybox image")
+	}
+}
+
+// nodeFreeCIDR picks a 10.2xx.0.0/16 no host interface address is in, so
+// that every node's pod CIDR out of it is free too.
+func nodeFreeCIDR(t *testing.T) *net.IPNet {
+	t.Helper()
+	addrs, _ := net.InterfaceAddrs()
+	for i := 0; i < 100; i++ {
+		b := make([]byte, 1)
+		_, _ = rand.Read(b)
+		_, n, _ := net.ParseCIDR(fmt.Sprintf("10.%d.0.0/16", 200+int(b[0])%50))
+		clash := false
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && (n.Contains(ipn.IP) || ipn.Contains(n.IP)) {
+				clash = true
+			}
+		}
+		routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.IP.To4() == nil {
+				continue
+			}
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 && (n.Contains(r.Dst.IP) || r.Dst.Contains(n.IP)) {
+				clash = true
+			}
+		}
+		if !clash {
+			return n
+		}
+	}
+	t.Fatal("no free /16 for the cluster CIDR")
+	return nil
+}
+
+// nodeSubnet is the k-th /24 of cidr.
+func nodeSubnet(cidr *net.IPNet, k int) *net.IPNet {
+	ip := append(net.IP(nil), cidr.IP.To4()...)
+	ip[2] = byte(k)
+	return &net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}
+}
+
+var (
+	nodeImagesOnce sync.Once
+	nodeImageTars  []string
+	nodeImagesErr  error
+)
+
+// nodeImages returns the testserver and busybox tarballs: bin/images as
+// `make images` leaves them, or else built as it does into the run's
+// temporary directory (once per run).
+func nodeImages(t *testing.T) []string {
+	t.Helper()
+	nodeImagesOnce.Do(func() {
+		made := []string{"../../bin/images/testserver.tar", "../../bin/images/busybox.tar"}
+		if _, err := os.Stat(made[0]); err == nil {
+			if _, err := os.Stat(made[1]); err == nil {
+				nodeImageTars = made
+				return
+			}
+		}
+		dir := filepath.Join(filepath.Dir(navarchBin), "images")
+		bin := filepath.Join(dir, "testserver")
+		build := exec.Command("go", "build", "-o", bin, "./test/images/testserver")
+		build.Dir = "../.."
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			nodeImagesErr = fmt.Errorf("go build testserver: %v\n%s", err, out)
+			return
+		}
+		pack := exec.Command("go", "run", "./test/images/pack", "-out", dir, "-testserver", bin, "-busybox", "/bin/busybox")
+		pack.Dir = "../.."
+		if out, err := pack.CombinedOutput(); err != nil {
+			nodeImagesErr = fmt.Errorf("pack images: %v\n%s", err, out)
+			return
+		}
+		nodeImageTars = []string{filepath.Join(dir, "testserver.tar"), filepath.Join(dir, "busybox.tar")}
+	})
+	if nodeImagesErr != nil {
+		t.Fatal(nodeImagesErr)
+	}
+	return nodeImageTars
+}
+
+// startNodeCluster starts a server whose cluster CIDR is free on this host;
+// the nodes come with startAgent. When the test ends every pod is deleted
+// (while the agents still run, as their containers outlive them on
+// purpose), the agents are stopped and what they left is removed;
+// net.ipv4.ip_forward is put back as found.
+func startNodeCluster(t *testing.T) *nodeCluster {
+	t.Helper()
+	nodeRequirements(t)
+	nodeImages(t)
+	fwd, fwdErr := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	_, nftErr := nodeNFTTable("cni-navarch")
+	cidr := nodeFreeCIDR(t)
+	s := startServer(t, "--cluster-cidr", cidr.String())
+	n := &nodeCluster{t: t, s: s, kc: clients(t)[0], cidr: cidr, dir: t.TempDir()}
+	cgroupParents := map[string]bool{}
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
+	for _, h := range hs {
+		cgroupParents[h] = true
+	}
+	t.Cleanup(func() {
+		n.deleteAll()
+		for _, a := range n.agents {
+			a.stop()
+			if t.Failed() {
+				t.Logf("agent %s log (tail):\n%s", a.name, a.logTail(6000))
+			}
+			a.removeLeftovers()
+		}
+		// The built-in network's masquerade table (cni-NETWORK, the
+		// agents' default network name): removed if this test made it.
+		if nftErr != nil {
+			if _, err := nodeNFTTable("cni-navarch"); err == nil {
+				if err := nodeDeleteNFTTable("cni-navarch"); err != nil {
+					t.Errorf("cleanup: nftables table cni-navarch: %v", err)
+				}
+			}
+		}
+		hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
+		for _, h := range hs {
+			if !cgroupParents[h] {
+				_ = os.Remove(h)
+			}
+		}
+		if fwdErr == nil {
+			if now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); !bytes.Equal(now, fwd) {
+				t.Logf("ip_forward: %q back to %q", now, fwd)
+				if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", fwd, 0o644); err != nil {
+					t.Errorf("cleanup: restore ip_forward: %v", err)
+				}
+			}
+		}
+	})
+	return n
+}
+
+// deleteAll deletes the test's workloads and waits for their pods to go,
+// which needs the agents running.
+func (n *nodeCluster) deleteAll() {
+	t := n.t
+	r := n.s.kubectl(n.kc, "", nil, "delete", "deployments,replicasets,pods", "--all", "--wait=false")
+	if r.err != nil {
+		t.Logf("cleanup: delete pods: %s", r)
+		return
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		r := n.s.kubectl(n.kc, "", nil, "get", "pods", "-A", "-o", "name")
+		if r.err == nil && strings.TrimSpace(r.stdout) == "" {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("cleanup: pods not gone after 60s: %s", n.s.kubectl(n.kc, "", nil, "get", "pods", "-A", "-o", "wide").stdout)
+}
+
+// startAgent imports the test images into a fresh data dir and starts a
+// built-in node named name on the k-th /24 of the cluster CIDR; it returns
+// once the node is Ready.
+func (n *nodeCluster) startAgent(name string, k int) *nodeAgent {
+	t := n.t
+	t.Helper()
+	a := &nodeAgent{n: n, name: name, dataDir: filepath.Join(n.dir, name), bridge: "nve2e" + nodeRandHex(3), podCIDR: nodeSubnet(n.cidr, k)}
+	if err := os.MkdirAll(a.dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"image", "import", "--data-dir", a.dataDir}, nodeImages(t)...)
+	if out, err := exec.Command(navarchBin, args...).CombinedOutput(); err != nil {
+		t.Fatalf("navarch %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	a.args = append(n.agentFlags(a), "--bridge-name", a.bridge, "--cluster-cidr", n.cidr.String(), "--pod-cidr", a.podCIDR.String())
+	n.agents = append(n.agents, a)
+	n.runAgent(a)
+	return a
+}
+
+// agentFlags are the flags every agent of the test has.
+func (n *nodeCluster) agentFlags(a *nodeAgent) []string {
+	a.logPath = filepath.Join(n.dir, a.name+".log")
+	// The API server reaches the kubelet's HTTPS server on the node's
+	// InternalIP: loopback keeps that traffic on this host.
+	return []string{"agent", "--kubeconfig", n.s.kubeconfig, "--data-dir", a.dataDir, "--node-name", a.name,
+		"--kubelet-port", strconv.Itoa(freePort(n.t)), "--node-ip", "127.0.0.1"}
+}
+
+// runAgent starts a's process with its flags and waits for its node to be
+// Ready.
+func (n *nodeCluster) runAgent(a *nodeAgent) {
+	t := n.t
+	t.Helper()
+	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = exec.Command(navarchBin, a.args...)
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	// A group of its own, so that the teardown can end whatever it started.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start agent %s: %v", a.name, err)
+	}
+	a.exited = make(chan error, 1)
+	go func(cmd *exec.Cmd, ch chan error) { ch <- cmd.Wait(); logf.Close() }(a.cmd, a.exited)
+	n.waitNodeReady(a)
+}
+
+// waitNodeReady waits for the node's Ready condition, failing early if the
+// agent exits.
+func (n *nodeCluster) waitNodeReady(a *nodeAgent) {
+	t := n.t
+	t.Helper()
+	eventually(t, 60*time.Second, func() error {
+		select {
+		case err := <-a.exited:
+			a.exited <- err
+			t.Fatalf("agent %s exited: %v\n%s", a.name, err, a.logTail(4000))
+		default:
+		}
+		r := n.s.kubectl(n.kc, "", nil, "get", "node", a.name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if r.err != nil || r.stdout != "True" {
+			return fmt.Errorf("node %s not Ready: %s", a.name, r)
+		}
+		return nil
+	})
+}
+
+func (a *nodeAgent) logTail(n int) string {
+	b, _ := os.ReadFile(a.logPath)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// stop ends the agent with SIGTERM, as systemd or a Ctrl-C would (its
+// containers keep running), and kills whatever remains of its process
+// group.
+func (a *nodeAgent) stop() error {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return nil
+	}
+	pgid := a.cmd.Process.Pid
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-a.exited:
+	case <-time.After(20 * time.Second):
+		a.n.t.Errorf("agent %s did not stop within 20s of SIGTERM", a.name)
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		err = <-a.exited
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	a.cmd = nil
+	return err
+}
+
+// restart stops the agent and starts it again with the same flags.
+func (a *nodeAgent) restart() {
+	t := a.n.t
+	t.Helper()
+	if err := a.stop(); err != nil {
+		t.Errorf("agent %s exit after SIGTERM: %v", a.name, err)
+	}
+	a.n.runAgent(a)
+}
+
+// nodeProc is a process of the test's: pid and command line.
+type nodeProc struct {
+	pid  int
+	args []string
+}
+
+// shims lists the built-in runtime's shims (`navarch runtime-shim ...` of
+// this run's binary) of the agent's data dir.
+func (a *nodeAgent) shims() []nodeProc {
+	var out []nodeProc
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < 3 || args[0] != navarchBin || args[1] != "runtime-shim" {
+			continue
+		}
+		if args[2] == "pause" || strings.Contains(string(b), a.dataDir+"/") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			out = append(out, nodeProc{pid, args})
+		}
+	}
+	return out
+}
+
+// mounts lists the mount points under dir.
+func nodeMounts(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// leftovers lists what pods leave on the node: veths on its bridge, mounts
+// under its data dir (rootfs, namespace files, volumes), shims, runc
+// containers, sandbox and container records, IP allocations; for a
+// containerd node, containerd's sandboxes and containers.
+func (a *nodeAgent) leftovers() []string {
+	var out []string
+	ports, _ := os.ReadDir("/sys/class/net/" + a.bridge + "/brif")
+	for _, p := range ports {
+		out = append(out, "veth "+p.Name())
+	}
+	for _, m := range nodeMounts(a.dataDir) {
+		out = append(out, "mount "+m)
+	}
+	if a.containerd != nil {
+		c := a.containerd
+		for _, m := range nodeMounts(c.dir) {
+			out = append(out, "mount "+m)
+		}
+		for _, what := range []string{"containers", "tasks"} {
+			if ids := strings.Fields(c.ctr(false, what, "ls", "-q")); len(ids) > 0 {
+				out = append(out, "containerd "+what+" "+strings.Join(ids, ","))
+			}
+		}
+		ipam, _ := os.ReadDir(filepath.Join(c.dir, "ipam", c.network))
+		for _, e := range ipam {
+			if net.ParseIP(e.Name()) != nil {
+				out = append(out, "ip allocation "+e.Name())
+			}
+		}
+		return out
+	}
+	for _, p := range a.shims() {
+		out = append(out, fmt.Sprintf("shim %d %s", p.pid, strings.Join(p.args, " ")))
+	}
+	if b, err := exec.Command("runc", "--root", filepath.Join(a.dataDir, "runtime", "runc"), "list", "-q").Output(); err == nil && strings.TrimSpace(string(b)) != "" {
+		out = append(out, "runc containers "+strings.Join(strings.Fields(string(b)), ","))
+	}
+	for _, d := range []string{"sandboxes", "containers"} {
+		es, _ := os.ReadDir(filepath.Join(a.dataDir, "runtime", d))
+		for _, e := range es {
+			out = append(out, d+" record "+e.Name())
+		}
+	}
+	ipam, _ := os.ReadDir(filepath.Join(a.dataDir, "network", "ipam", "navarch"))
+	for _, e := range ipam {
+		if net.ParseIP(e.Name()) != nil {
+			out = append(out, "ip allocation "+e.Name())
+		}
+	}
+	return out
+}
+
+// removeLeftovers removes what the stopped agent's pods left: runc
+// containers, shims, mounts, the containers' cgroups, the bridge; and stops
+// its containerd.
+func (a *nodeAgent) removeLeftovers() {
+	t := a.n.t
+	if a.containerd != nil {
+		a.containerd.stop()
+	} else {
+		root := filepath.Join(a.dataDir, "runtime", "runc")
+		if b, err := exec.Command("runc", "--root", root, "list", "-q").Output(); err == nil {
+			for _, id := range strings.Fields(string(b)) {
+				if out, err := exec.Command("runc", "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
+					t.Errorf("cleanup: runc delete %s: %v %s", id, err, out)
+				}
+			}
+		}
+		for _, p := range a.shims() {
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+		// Containers' cgroups are /navarch/ID in every hierarchy.
+		es, _ := os.ReadDir(filepath.Join(a.dataDir, "runtime", "containers"))
+		for _, e := range es {
+			cgs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch/" + e.Name())
+			for _, cg := range cgs {
+				_ = os.Remove(cg)
+			}
+		}
+	}
+	mounts := nodeMounts(a.dataDir)
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, m := range mounts {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmount %s: %v", m, err)
+		}
+	}
+	if l, err := netlink.LinkByName(a.bridge); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			t.Errorf("cleanup: bridge %s: %v", a.bridge, err)
+		}
+	}
+}
+
+func nodeNFTTable(name string) (*nftables.Table, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	return c.ListTableOfFamily(name, nftables.TableFamilyIPv4)
+}
+
+func nodeDeleteNFTTable(name string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: name})
+	return c.Flush()
+}
+
+// apply sends a manifest to kubectl apply -f -, as a user would.
+func (n *nodeCluster) apply(manifest string) {
+	n.t.Helper()
+	if r := n.s.kubectl(n.kc, manifest, nil, "apply", "-f", "-"); r.err != nil {
+		n.t.Fatalf("kubectl apply:\n%s\n%s", manifest, r)
+	}
+}
+
+// pod is kubectl get pod NAME -o json.
+func (n *nodeCluster) pod(name string) (*corev1.Pod, error) {
+	r := n.s.kubectl(n.kc, "", nil, "get", "pod", name, "-o", "json")
+	if r.err != nil {
+		return nil, fmt.Errorf("get pod %s: %s", name, r)
+	}
+	var p corev1.Pod
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// pods is kubectl get pods -l SELECTOR -o json.
+func (n *nodeCluster) pods(selector string) ([]corev1.Pod, error) {
+	r := n.s.kubectl(n.kc, "", nil, "get", "pods", "-l", selector, "-o", "json")
+	if r.err != nil {
+		return nil, fmt.Errorf("get pods -l %s: %s", selector, r)
+	}
+	var l corev1.PodList
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}
+
+// waitPod polls the pod until ok accepts it and returns it.
+func (n *nodeCluster) waitPod(name string, timeout time.Duration, ok func(*corev1.Pod) error) *corev1.Pod {
+	n.t.Helper()
+	var last *corev1.Pod
+	eventually(n.t, timeout, func() error {
+		p, err := n.pod(name)
+		if err != nil {
+			return err
+		}
+		last = p
+		if err := ok(p); err != nil {
+			return fmt.Errorf("pod %s: %v; status %s", name, err, nodeStatusJSON(p))
+		}
+		return nil
+	})
+	return last
+}
+
+func nodeStatusJSON(p *corev1.Pod) string {
+	b, _ := json.Marshal(p.Status)
+	return string(b)
+}
+
+// nodeRunning accepts a Running pod whose containers all run.
+func nodeRunning(p *corev1.Pod) error {
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+		return fmt.Errorf("phase %s, IP %q", p.Status.Phase, p.Status.PodIP)
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Running == nil {
+			return fmt.Errorf("container %s not running", cs.Name)
+		}
+	}
+	return nil
+}
+
+// nodeGet GETs url from the host.
+func nodeGet(url string) (string, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
+
+// waitHostname waits until http://IP:8080/hostname answers want from the
+// host.
+func (n *nodeCluster) waitHostname(ip, want string) {
+	n.t.Helper()
+	eventually(n.t, 15*time.Second, func() error {
+		body, err := nodeGet("http://" + net.JoinHostPort(ip, "8080") + "/hostname")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(body) != want {
+			return fmt.Errorf("hostname of %s: %q, want %q", ip, body, want)
+		}
+		return nil
+	})
+}
+
+// nodeBusyboxPod is a busybox pod on node that runs script; with idle it
+// then waits for SIGTERM (sh as PID 1 would otherwise ignore it for the
+// whole grace period), without it the pod ends (restartPolicy Never).
+func nodeBusyboxPod(name, node, script string, idle bool) string {
+	restart := "Never"
+	if idle {
+		restart = "Always"
+		if script != "" {
+			script += "; "
+		}
+		script += `trap "exit 0" TERM; while true; do sleep 1; done`
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  labels: {app: %s}
+spec:
+  nodeName: %q
+  restartPolicy: %s
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: sh
+    image: %s
+    command: ["sh", "-c", %q]
+`, name, name, node, restart, nodeBusybox, script)
+}
+
+// nodeContainerd is a containerd the test started, confined to a
+// temporary directory (root, state, sockets, runc root, CNI configuration,
+// IPAM), with a bridge of its own for its pods.
+type nodeContainerd struct {
+	t       *testing.T
+	dir     string
+	sock    string
+	network string
+	cmd     *exec.Cmd
+	exited  chan error
+	// what was there before it ran, for the cleanup
+	runDirErr, cniCacheErr error
+	cgroups                map[string]bool
+}
+
+// startContainerdAgent starts a containerd with the test images and a
+// CNI bridge on the k-th /24 of the cluster CIDR, and an agent named name
+// using it as its runtime.
+func (n *nodeCluster) startContainerdAgent(name string, k int) *nodeAgent {
+	t := n.t
+	t.Helper()
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("the containerd node needs %s in PATH (make deps installs Debian's containerd)", bin)
+		}
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
+			t.Skipf("the containerd node needs /usr/lib/cni/%s (containernetworking-plugins)", p)
+		}
+	}
+	a := &nodeAgent{n: n, name: name, dataDir: filepath.Join(n.dir, name), bridge: "nvc2e" + nodeRandHex(3), podCIDR: nodeSubnet(n.cidr, k)}
+	if err := os.MkdirAll(a.dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &nodeContainerd{t: t, dir: filepath.Join(n.dir, name+"-containerd"), network: a.bridge, exited: make(chan error, 1), cgroups: map[string]bool{}}
+	c.sock = filepath.Join(c.dir, "containerd.sock")
+	a.containerd = c
+	// In the agents list before anything can fail, so that the teardown
+	// stops containerd and removes the bridge.
+	n.agents = append(n.agents, a)
+	c.start(a.bridge, a.podCIDR)
+	for _, tar := range append(nodeImages(t), nodePauseImage(t, n.dir)) {
+		c.ctr(true, "images", "import", tar)
+	}
+	a.args = append(n.agentFlags(a), "--container-runtime-endpoint", "unix://"+c.sock, "--pod-cidr", a.podCIDR.String())
+	n.runAgent(a)
+	return a
+}
+
+func (c *nodeContainerd) start(bridge string, subnet *net.IPNet) {
+	t := c.t
+	_, c.runDirErr = os.Stat("/run/containerd")
+	// containerd's CNI library caches results in /var/lib/cni whatever its
+	// configuration says.
+	_, c.cniCacheErr = os.Stat("/var/lib/cni")
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
+	for _, h := range hs {
+		c.cgroups[h] = true
+	}
+	cni := filepath.Join(c.dir, "cni")
+	if err := os.MkdirAll(cni, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The bridge and its gateway address are made here: the bridge
+	// plugin's isGateway would also turn on ip_forward host-wide.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatalf("bridge %s: %v", bridge, err)
+	}
+	gw := &net.IPNet{IP: append(net.IP(nil), subnet.IP.To4()...), Mask: subnet.Mask}
+	gw.IP[3] = 1
+	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: gw}); err != nil {
+		t.Fatalf("bridge %s: address %s: %v", bridge, gw, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		t.Fatalf("bridge %s up: %v", bridge, err)
+	}
+	conflist, _ := json.Marshal(map[string]any{
+		"cniVersion": "0.4.0", "name": c.network,
+		"plugins": []any{map[string]any{
+			"type": "bridge", "bridge": bridge, "isGateway": false, "ipMasq": false, "hairpinMode": true,
+			"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(c.dir, "ipam"),
+				"ranges": [][]map[string]string{{{"subnet": subnet.String(), "gateway": gw.IP.String()}}},
+				"routes": []map[string]string{{"dst": "0.0.0.0/0", "gw": gw.IP.String()}}},
+		}},
+	})
+	if err := os.WriteFile(filepath.Join(cni, "10-"+c.network+".conflist"), conflist, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.runtime.v1.linux"]
+  runtime_root = %[8]q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[5]q
+  # runc here cannot set an oom_score_adj below its own (containerd gives
+  # sandboxes -998).
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = %[6]q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %[7]q
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock, c.sock+".ttrpc", nodePause,
+		filepath.Join(c.dir, "runc"), cni, filepath.Join(c.dir, "runc-v1"))
+	cfg := filepath.Join(c.dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(c.dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command("containerd", "--config", cfg, "--log-level", "info")
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	go func() { c.exited <- c.cmd.Wait(); logf.Close() }()
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-c.exited:
+			c.exited <- err
+			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+			t.Fatalf("containerd exited: %v\n%s", err, b)
+		default:
+		}
+		_, err := os.Stat(c.sock)
+		return err
+	})
+}
+
+// ctr runs ctr against the test's containerd in CRI's namespace; with must
+// a failure fails the test.
+func (c *nodeContainerd) ctr(must bool, args ...string) string {
+	c.t.Helper()
+	out, err := exec.Command("ctr", append([]string{"--address", c.sock, "-n", "k8s.io"}, args...)...).CombinedOutput()
+	if err != nil {
+		if must {
+			c.t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return ""
+	}
+	return string(out)
+}
+
+// stop removes the sandboxes containerd still has (so that it tears down
+// their netns, mounts and shims), stops it, and removes what remains.
+func (c *nodeContainerd) stop() {
+	t := c.t
+	if c.cmd == nil {
+		return
+	}
+	if conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials())); err == nil {
+		rt := runtimeapi.NewRuntimeServiceClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+			for _, sb := range sbs.Items {
+				_, _ = rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id})
+				if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+					t.Errorf("cleanup: containerd sandbox %s: %v", sb.Id, err)
+				}
+			}
+		}
+		cancel()
+		conn.Close()
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(15 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && strings.Contains(string(b), "\x00"+c.sock+"\x00") {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+				t.Errorf("cleanup: containerd left shim %d; killing it", pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	mounts := nodeMounts(c.dir)
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, m := range mounts {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmount %s: %v", m, err)
+		}
+	}
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
+	for _, h := range hs {
+		if !c.cgroups[h] {
+			_ = os.Remove(h)
+		}
+	}
+	if os.IsNotExist(c.runDirErr) {
+		_ = os.Remove("/run/containerd/s")
+		_ = os.Remove("/run/containerd")
+	}
+	if os.IsNotExist(c.cniCacheErr) {
+		_ = os.Remove("/var/lib/cni/results")
+		_ = os.Remove("/var/lib/cni")
+	}
+}
+
+// nodePauseImage builds node/kubelet/testdata/pause (the sandbox image
+// containerd needs, with no registry to pull registry.k8s.io/pause from)
+// and writes it as an OCI tarball of nodePause into dir.
+func nodePauseImage(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "pause")
+	build := exec.Command("go", "build", "-o", bin, "./node/kubelet/testdata/pause")
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build pause: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"dev/", "proc/", "sys/", "etc/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
+		tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	im, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := im.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config = v1.Config{Entrypoint: []string{"/pause"}, WorkingDir: "/"}
+	if im, err = mutate.ConfigFile(im, cf); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "pause.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := images.WriteOCIArchive(f, []images.Named{{Ref: nodePause, Image: im}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// nodePTY opens a pseudo-terminal pair of 24x80.
+func nodePTY() (master, slave *os.File, err error) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := int(m.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	num, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("pty number: %w", err)
+	}
+	if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 80}); err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("pty size: %w", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", num), os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, s, nil
+}
+
+// nodeTerminal is what a program under a pseudo-terminal printed so far.
+type nodeTerminal struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *nodeTerminal) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *nodeTerminal) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// execTTY runs `kubectl exec -it POD -- sh` under a pseudo-terminal, as a
+// user at a terminal: it waits for the shell's prompt, types each line
+// (with Enter) once the screen shows what precedes it in expect, and
+// returns the screen and kubectl's exit.
+func (n *nodeCluster) execTTY(c client, pod string, steps [][2]string) (string, error) {
+	m, sl, err := nodePTY()
+	if err != nil {
+		return "", err
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.argv[0], append(c.argv[1:], "exec", "-it", pod, "--", "sh")...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+n.s.kubeconfig, "TERM=xterm")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = sl, sl, sl
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		sl.Close()
+		return "", err
+	}
+	sl.Close()
+	screen := &nodeTerminal{}
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(screen, m); close(copied) }()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	waitFor := func(s string) error {
+		for !strings.Contains(screen.String(), s) {
+			select {
+			case err := <-exited:
+				exited <- err
+				return fmt.Errorf("kubectl exited (%v) before the terminal showed %q:\n%s", err, s, screen)
+			case <-time.After(20 * time.Millisecond):
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("the terminal did not show %q:\n%s", s, screen)
+			}
+		}
+		return nil
+	}
+	for _, st := range steps {
+		if err := waitFor(st[0]); err != nil {
+			return screen.String(), err
+		}
+		if _, err := m.Write([]byte(st[1] + "\r")); err != nil {
+			return screen.String(), err
+		}
+	}
+	err = <-exited
+	// The slave side is closed once kubectl exits: reading then ends.
+	select {
+	case <-copied:
+	case <-time.After(2 * time.Second):
+	}
+	return screen.String(), err
+}
