@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -199,7 +200,9 @@ func (s *Server) proxyToKubelet(w http.ResponseWriter, r *http.Request, node str
 		Transport:     t,
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			writeStatus(w, kubeletError(http.StatusInternalServerError, fmt.Sprintf("error dialing backend on node %s: %v", node, err)))
+			// Upstream's words; the error names the node's address.
+			slog.Debug("kubelet proxy failed", "node", node, "path", target.Path, "err", err)
+			writeStatus(w, kubeletError(http.StatusInternalServerError, fmt.Sprintf("error dialing backend: %v", err)))
 		},
 	}
 	p.ServeHTTP(w, r)

@@ -452,6 +452,31 @@ func TestPodStreamErrors(t *testing.T) {
 		Containers: []corev1.Container{{Name: "a", Image: "busybox"}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// n2's kubelet does not listen.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := int32(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	n2, err := srv.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
+	n2.Status.DaemonEndpoints.KubeletEndpoint.Port = deadPort
+	if _, err := srv.Client.CoreV1().Nodes().UpdateStatus(ctx, n2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lost, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "lost"}, Spec: corev1.PodSpec{NodeName: "n2",
+		Containers: []corev1.Container{{Name: "a", Image: "busybox"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost.Status.Phase = corev1.PodRunning
+	if _, err := pods.UpdateStatus(ctx, lost, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	out := &corev1.PodExecOptions{Command: []string{"true"}, Stdout: true}
 	for _, c := range []struct {
 		pod, sub string
@@ -486,6 +511,17 @@ func TestPodStreamErrors(t *testing.T) {
 	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "a container name must be specified for pod two") {
 		t.Errorf("spdy executor: got %v", err)
+	}
+	// An unreachable kubelet, as kubectl shows it over each protocol.
+	for proto, ex := range executors(t, srv.Config, execURL(srv, "lost", "exec", out)) {
+		err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard})
+		if err == nil || !strings.Contains(err.Error(), "127.0.0.1:"+strconv.Itoa(int(deadPort))) {
+			t.Errorf("%s, unreachable kubelet: got %v", proto, err)
+		}
+	}
+	err = srv.Client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes/n2/proxy/healthz").Do(ctx).Error()
+	if st := (apierrors.APIStatus)(nil); !errors.As(err, &st) || st.Status().Code != 500 || !strings.HasPrefix(st.Status().Message, "error dialing backend: ") {
+		t.Errorf("nodes/proxy, unreachable kubelet: got %v", err)
 	}
 }
 
