@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	api, err := apiserver.New(apiserver.Config{
 		Store:              store,
 		Resources:          resources,
-		Authenticators:     []apiserver.Authenticator{apiserver.ClientCertAuthenticator{}},
+		Authenticators:     []apiserver.Authenticator{apiserver.ClientCertAuthenticator{}, apiserver.NewNodeTokenAuthenticator(filepath.Join(cfg.DataDir, "node-token"))},
 		Version:            cfg.Version,
 		ServerAddress:      addr,
 		OpenAPIV2:          docs.ServeV2,
