@@ -149,6 +149,8 @@ type Kubelet struct {
 	// containers' oom_score_adj. Both are set by Run.
 	cgroups        *cgroupManager
 	memoryCapacity int64
+	// tokens holds the service account tokens of projected volumes.
+	tokens *tokenManager
 }
 
 type backoff struct {
@@ -216,6 +218,7 @@ func New(cfg Config) (*Kubelet, error) {
 		probes: map[probeKey]probeWorker{}, probeResults: map[string]probeResult{},
 		events:         make(chan event, 1000),
 		imageFirstSeen: map[string]time.Time{}, imageLastUsed: map[string]time.Time{},
+		tokens: newTokenManager(cfg.Client),
 	}, nil
 }
 

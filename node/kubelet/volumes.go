@@ -196,8 +196,13 @@ func (k *Kubelet) apiVolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1
 				part, err = k.secretFiles(ctx, pod.Namespace, src.Secret.Name, src.Secret.Items, src.Secret.Optional != nil && *src.Secret.Optional, def)
 			case src.DownwardAPI != nil:
 				part, err = k.downwardFiles(pod, src.DownwardAPI.Items, def)
+			case src.ServiceAccountToken != nil:
+				var token []byte
+				if token, err = k.tokens.token(ctx, pod, src.ServiceAccountToken); err == nil {
+					part = []volumeFile{{path: src.ServiceAccountToken.Path, data: token, mode: os.FileMode(def)}}
+				}
 			default:
-				err = fmt.Errorf("projected volume %q: only configMap, secret and downwardAPI sources are supported yet", v.Name)
+				err = fmt.Errorf("projected volume %q: only configMap, secret, downwardAPI and serviceAccountToken sources are supported yet", v.Name)
 			}
 			if err != nil {
 				return nil, "kubernetes.io~projected", true, err
@@ -316,7 +321,8 @@ func volumeCurrent(dir string, files []volumeFile) bool {
 }
 
 // refreshVolumes rewrites the pod's API-backed volumes from the API, which
-// propagates updates of configMaps and secrets to running containers.
+// propagates updates of configMaps and secrets to running containers, and
+// service account tokens the token manager renewed.
 func (k *Kubelet) refreshVolumes(ctx context.Context, pod *corev1.Pod) {
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
