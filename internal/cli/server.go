@@ -2,10 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,9 +19,12 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/rest"
 
 	"github.com/navarch/navarch/controlplane"
 	"github.com/navarch/navarch/controlplane/controllers/nodeipam"
+	"github.com/navarch/navarch/internal/pki"
+	"github.com/navarch/navarch/node/agent"
 )
 
 func runServer(args []string, stderr io.Writer) int {
@@ -30,7 +36,9 @@ func runServer(args []string, stderr io.Writer) int {
 	port := fs.Int("secure-port", 6443, "HTTPS port of the API server")
 	kubeconfig := fs.String("write-kubeconfig", "", "where to write the admin kubeconfig (default DATA_DIR/admin.kubeconfig)")
 	etcdServers := fs.String("etcd-servers", "", "comma-separated URLs of an external etcd cluster (default: an embedded member in DATA_DIR/etcd)")
-	fs.Bool("disable-agent", false, "run no node agent in this process (the server does not start one yet: run navarch agent beside it)")
+	disableAgent := fs.Bool("disable-agent", false, "run no node agent for this machine in this process (a control plane only; nodes join with navarch agent)")
+	var node nodeAgentFlags
+	node.ownNodeFlags(fs)
 	serviceCIDR := fs.String("service-cluster-ip-range", "10.43.0.0/16", "CIDR that Service cluster IPs are allocated from")
 	nodePorts := fs.String("service-node-port-range", "30000-32767", "port range that NodePort Services are allocated from")
 	compaction := fs.Duration("etcd-compaction-interval", 5*time.Minute, "how often etcd history older than one interval is compacted (0 disables)")
@@ -93,9 +101,145 @@ func runServer(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "navarch server: %v\n", err)
 		return 2
 	}
+	// The CA is made here, before the control plane starts (which loads
+	// it), because the node join token names it.
+	ca, err := pki.EnsureCA(filepath.Join(dir, "pki"))
+	if err != nil {
+		return exitOnError(stderr, err)
+	}
+	tokenPath := filepath.Join(dir, "node-token")
+	if _, _, err := pki.EnsureNodeToken(tokenPath, ca.CA); err != nil {
+		return exitOnError(stderr, err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return exitOnError(stderr, controlplane.Run(ctx, cfg))
+	serverURL := "https://" + net.JoinHostPort(localHost(*bind), strconv.Itoa(*port))
+	slog.Info("nodes join with", "command", fmt.Sprintf("navarch agent --server https://%s --token $(cat %s)",
+		net.JoinHostPort(joinHost(*bind), strconv.Itoa(*port)), tokenPath))
+	return exitOnError(stderr, runServerAndAgent(ctx, cfg, !*disableAgent, func(ctx context.Context) error {
+		return runOwnAgent(ctx, ca, serverURL, dir, node, cfg.ClusterCIDR)
+	}))
+}
+
+// runServerAndAgent runs the control plane and, with withAgent, the
+// agent of this machine's node beside it. Stopping stops the agent first
+// (it leaves the containers running, and its last status updates still
+// reach the API server); a failure of either stops both.
+func runServerAndAgent(ctx context.Context, cfg controlplane.Config, withAgent bool, runAgent func(context.Context) error) error {
+	cpCtx, cpCancel := context.WithCancel(context.Background())
+	defer cpCancel()
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- controlplane.Run(cpCtx, cfg) }()
+	if !withAgent {
+		select {
+		case err := <-cpDone:
+			return err
+		case <-ctx.Done():
+			cpCancel()
+			return <-cpDone
+		}
+	}
+	agentCtx, agentCancel := context.WithCancel(context.Background())
+	defer agentCancel()
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- runAgent(agentCtx) }()
+	select {
+	case err := <-cpDone:
+		agentCancel()
+		<-agentDone
+		return err
+	case err := <-agentDone:
+		cpCancel()
+		cperr := <-cpDone
+		if err != nil {
+			return fmt.Errorf("node agent: %w (--disable-agent runs the server without one)", err)
+		}
+		return cperr
+	case <-ctx.Done():
+		agentCancel()
+		if err := <-agentDone; err != nil {
+			slog.Warn("node agent stopped", "err", err)
+		}
+		cpCancel()
+		return <-cpDone
+	}
+}
+
+// runOwnAgent waits until the API server at serverURL is ready, then runs
+// this machine's node with the server's data dir. It authenticates as the
+// node (system:node:NAME in system:nodes) with a client certificate from
+// the cluster CA, not as admin.
+func runOwnAgent(ctx context.Context, ca *pki.Bundle, serverURL, dataDir string, f nodeAgentFlags, clusterCIDR string) error {
+	if err := waitReady(ctx, serverURL, ca); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	cfg := f.config(nil)
+	cfg.DataDir = dataDir
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return err
+		}
+		cfg.NodeName = h
+	}
+	certPEM, keyPEM, err := ca.IssueNodeClientCert(cfg.NodeName)
+	if err != nil {
+		return err
+	}
+	cfg.REST = &rest.Config{Host: serverURL, UserAgent: "navarch-agent",
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca.CACertPEM, CertData: certPEM, KeyData: keyPEM}}
+	cfg.ClusterCIDR = clusterCIDR
+	if cfg.ClusterCIDR == "" {
+		cfg.ClusterCIDR = nodeipam.DefaultClusterCIDR
+	}
+	// The node IPAM controller runs in this process: wait for its pod CIDR
+	// rather than fall back to the agent's default.
+	cfg.PodCIDRWait = 30 * time.Second
+	slog.Info("starting node agent", "node", cfg.NodeName)
+	return agent.Run(ctx, cfg)
+}
+
+// waitReady polls the API server's /readyz until it answers 200 or ctx
+// ends.
+func waitReady(ctx context.Context, serverURL string, ca *pki.Bundle) error {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.ClientCAs(), MinVersion: tls.VersionTLS12}}}
+	defer client.CloseIdleConnections()
+	for {
+		if resp, err := client.Get(serverURL + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// localHost is the address this machine reaches the API server at, as the
+// control plane picks it: the bind address, or loopback for a wildcard.
+func localHost(bind string) string {
+	if bind == "" || bind == "0.0.0.0" || bind == "::" {
+		return "127.0.0.1"
+	}
+	return bind
+}
+
+// joinHost is the address other machines join at: the bind address, or
+// for a wildcard the hostname (which the serving certificate names).
+func joinHost(bind string) string {
+	if bind == "" || bind == "0.0.0.0" || bind == "::" {
+		if h, err := os.Hostname(); err == nil {
+			return h
+		}
+	}
+	return bind
 }
 
 // parsePortRange parses "30000-32767" into a base and a size.
