@@ -11,14 +11,18 @@ DATADIR ?= /var/lib/navarch
 build:
 	$(GO) build -o $(BIN) ./cmd/navarch
 
-## run: build and start a single-node cluster (API on https://127.0.0.1:6443,
-## kubeconfig written to $(DATADIR)/admin.kubeconfig); Ctrl-C stops it.
-run: build
+## run: install the node's packages (deps), build, and start a single-node
+## cluster: the control plane (API on https://127.0.0.1:6443, kubeconfig
+## written to $(DATADIR)/admin.kubeconfig) and this machine's node agent;
+## needs root. Ctrl-C stops it (the pods' containers keep running: the next
+## run re-adopts them).
+run: deps build
 	./$(BIN) server --data-dir $(DATADIR)
 
-## deps: the Debian packages the node tests run (real containers and pod
-## networks): runc, busybox-static, containernetworking-plugins, containerd
-## (the kubelet's test against containerd's CRI); needs root.
+## deps: the Debian packages a node runs and the node tests use (real
+## containers and pod networks): runc, busybox-static,
+## containernetworking-plugins, containerd (the kubelet's test against
+## containerd's CRI); needs root.
 NODE_PKGS := runc busybox-static containernetworking-plugins containerd
 deps:
 	@if ! command -v runc >/dev/null || ! command -v containerd >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/lib/cni/bridge ]; then \
