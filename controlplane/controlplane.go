@@ -28,6 +28,7 @@ import (
 
 	"github.com/navarch/navarch/controlplane/admission/defaulttolerationseconds"
 	"github.com/navarch/navarch/controlplane/admission/priority"
+	serviceaccountadmission "github.com/navarch/navarch/controlplane/admission/serviceaccount"
 	"github.com/navarch/navarch/controlplane/apiserver"
 	"github.com/navarch/navarch/controlplane/apiserver/openapi"
 	"github.com/navarch/navarch/controlplane/bootstrap"
@@ -42,6 +43,7 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/nodelifecycle"
 	"github.com/navarch/navarch/controlplane/controllers/podgc"
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
+	"github.com/navarch/navarch/controlplane/controllers/rootcacert"
 	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
 	"github.com/navarch/navarch/controlplane/controllers/statefulset"
 	"github.com/navarch/navarch/controlplane/controllers/tainteviction"
@@ -112,6 +114,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	saKey, err := pki.EnsureServiceAccountKey(filepath.Join(cfg.DataDir, "pki"))
+	if err != nil {
+		return err
+	}
+	saTokens, err := apiserver.NewServiceAccountTokens(saKey, "", nil)
+	if err != nil {
+		return err
+	}
 
 	// State store.
 	var client *clientv3.Client
@@ -147,7 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 	api, err := apiserver.New(apiserver.Config{
 		Store:              store,
 		Resources:          resources,
-		Authenticators:     []apiserver.Authenticator{apiserver.ClientCertAuthenticator{}, apiserver.NewNodeTokenAuthenticator(filepath.Join(cfg.DataDir, "node-token"))},
+		Authenticators:     []apiserver.Authenticator{apiserver.ClientCertAuthenticator{}, apiserver.NewNodeTokenAuthenticator(filepath.Join(cfg.DataDir, "node-token")), saTokens},
 		Version:            cfg.Version,
 		ServerAddress:      addr,
 		OpenAPIV2:          docs.ServeV2,
@@ -155,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Hooks:              map[string]apiserver.WriteHooks{"/services": alloc}, // core group: "" + "/" + resource
 		CompactionInterval: cfg.CompactionInterval,
 		// Mutating admission steps, in upstream's order.
-		Admission: []apiserver.Admitter{priority.New(), defaulttolerationseconds.New(cfg.DefaultNotReadyTolerationSeconds, cfg.DefaultUnreachableTolerationSeconds)},
+		Admission: []apiserver.Admitter{serviceaccountadmission.New(), priority.New(), defaulttolerationseconds.New(cfg.DefaultNotReadyTolerationSeconds, cfg.DefaultUnreachableTolerationSeconds)},
 		// pods/log presents this to kubelets.
 		KubeletClientCertPEM: certs.KubeletClientCertPEM, KubeletClientKeyPEM: certs.KubeletClientKeyPEM,
 	})
@@ -247,6 +257,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"daemonset controller":      daemonset.New(kube, factory).Run,
 		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg), factory).Run,
 		"serviceaccount controller": serviceaccount.New(kube, factory).Run,
+		"root-ca-cert-publisher":    rootcacert.New(kube, factory, certs.CACertPEM).Run,
 		"endpoints controller":      endpoints.New(kube, factory).Run,
 		"nodelifecycle controller":  nodelifecycle.New(kube, factory, nodelifecycle.Config{GracePeriod: cfg.NodeMonitorGracePeriod, MonitorPeriod: cfg.NodeMonitorPeriod}).Run,
 		"taint eviction controller": tainteviction.New(kube, factory, nil).Run,
