@@ -405,35 +405,23 @@ func (k *Kubelet) removePodCgroup(uid types.UID) error {
 	return k.cgroups.removePod(uid)
 }
 
-// cleanupOrphans wakes the workers of pods that left a cgroup or a pod
-// directory but are no longer bound here (a kubelet stopped half-way
-// through a removal): with no pod, the worker removes what is left.
+// cleanupOrphans wakes the workers of pods that left a pod directory but
+// are no longer bound here (a kubelet stopped half-way through a removal):
+// with no pod, the worker removes what is left, its cgroup included. The
+// directory is the mark, not the cgroup: agents of other nodes on the same
+// machine may share the cgroup root, and their pods are none of ours. The
+// directory is made before the cgroup and removed after it.
 func (k *Kubelet) cleanupOrphans() {
-	seen := map[types.UID]bool{}
-	if k.cgroups != nil {
-		for _, qos := range []corev1.PodQOSClass{corev1.PodQOSGuaranteed, corev1.PodQOSBurstable, corev1.PodQOSBestEffort} {
-			for _, h := range k.cgroups.hierarchies {
-				ents, _ := os.ReadDir(filepath.Join(h, k.cgroups.qosCgroup(qos)))
-				for _, e := range ents {
-					if uid, ok := strings.CutPrefix(e.Name(), "pod"); ok && e.IsDir() {
-						seen[types.UID(uid)] = true
-					}
-				}
-			}
-		}
-	}
 	ents, _ := os.ReadDir(filepath.Join(k.cfg.DataDir, "pods"))
-	for _, e := range ents {
-		seen[types.UID(e.Name())] = true
-	}
+	var orphans []types.UID
 	k.mu.Lock()
-	for uid := range seen {
-		if _, known := k.pods[uid]; known {
-			delete(seen, uid)
+	for _, e := range ents {
+		if _, known := k.pods[types.UID(e.Name())]; !known && e.IsDir() {
+			orphans = append(orphans, types.UID(e.Name()))
 		}
 	}
 	k.mu.Unlock()
-	for uid := range seen {
+	for _, uid := range orphans {
 		k.enqueue(uid)
 	}
 }

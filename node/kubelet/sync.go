@@ -130,12 +130,13 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 			slog.Warn("kubelet cannot remove pod", "uid", uid, "err", err)
 			return 2 * time.Second, false
 		}
-		if err := removePodDir(k.podDir(uid)); err != nil {
-			slog.Warn("kubelet cannot remove pod directory", "uid", uid, "err", err)
-			return 2 * time.Second, false
-		}
+		// The cgroup first: the directory marks the pod as ours until then.
 		if err := k.removePodCgroup(uid); err != nil {
 			slog.Warn("kubelet cannot remove pod cgroup", "uid", uid, "err", err)
+			return 2 * time.Second, false
+		}
+		if err := removePodDir(k.podDir(uid)); err != nil {
+			slog.Warn("kubelet cannot remove pod directory", "uid", uid, "err", err)
 			return 2 * time.Second, false
 		}
 		return 0, true
@@ -606,12 +607,12 @@ func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st *podState) 
 		slog.Warn("kubelet cannot remove pod", "pod", name, "err", err)
 		return 2 * time.Second
 	}
-	if err := removePodDir(k.podDir(pod.UID)); err != nil {
-		slog.Warn("kubelet cannot remove pod directory", "pod", name, "err", err)
-		return 2 * time.Second
-	}
 	if err := k.removePodCgroup(pod.UID); err != nil {
 		slog.Warn("kubelet cannot remove pod cgroup", "pod", name, "err", err)
+		return 2 * time.Second
+	}
+	if err := removePodDir(k.podDir(pod.UID)); err != nil {
+		slog.Warn("kubelet cannot remove pod directory", "pod", name, "err", err)
 		return 2 * time.Second
 	}
 	err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
