@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -58,6 +59,9 @@ type nodeCluster struct {
 	dir  string     // the test's temporary directory (agent logs, data dirs)
 	// agents in the order they were started; the teardown stops them all.
 	agents []*nodeAgent
+	// cgroupNames are the pod (pod<uid>) and container cgroups' names of
+	// the pods the test saw, for the leak check and the teardown.
+	cgroupNames map[string]bool
 }
 
 // nodeAgent is one `navarch agent` process and its node.
@@ -189,11 +193,18 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 	_, nftErr := nodeNFTTable("cni-navarch")
 	cidr := nodeFreeCIDR(t)
 	s := startServer(t, "--cluster-cidr", cidr.String())
-	n := &nodeCluster{t: t, s: s, kc: clients(t)[0], cidr: cidr, dir: t.TempDir()}
+	n := &nodeCluster{t: t, s: s, kc: clients(t)[0], cidr: cidr, dir: t.TempDir(), cgroupNames: map[string]bool{}}
+	// The runtime's and the kubelet's cgroup parents, removed at the end
+	// unless they were there before.
 	cgroupParents := map[string]bool{}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
-	for _, h := range hs {
-		cgroupParents[h] = true
+	var parents []string
+	for _, pat := range []string{"/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods", "/sys/fs/cgroup/*/kubepods/*"} {
+		hs, _ := filepath.Glob(pat)
+		for _, h := range hs {
+			if fi, err := os.Stat(h); err == nil && fi.IsDir() {
+				cgroupParents[h] = true
+			}
+		}
 	}
 	t.Cleanup(func() {
 		n.deleteAll()
@@ -204,6 +215,13 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 			}
 			a.removeLeftovers()
 		}
+		cgs := nodeCgroups(n.cgroupNames)
+		sort.Sort(sort.Reverse(sort.StringSlice(cgs)))
+		for _, cg := range cgs {
+			if err := os.Remove(cg); err != nil {
+				t.Errorf("cleanup: cgroup %s: %v", cg, err)
+			}
+		}
 		// The built-in network's masquerade table (cni-NETWORK, the
 		// agents' default network name): removed if this test made it.
 		if nftErr != nil {
@@ -213,11 +231,18 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 				}
 			}
 		}
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
-		for _, h := range hs {
-			if !cgroupParents[h] {
-				_ = os.Remove(h)
+		for _, pat := range []string{"/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods/*", "/sys/fs/cgroup/*/kubepods"} {
+			hs, _ := filepath.Glob(pat)
+			for _, h := range hs {
+				if fi, err := os.Stat(h); err == nil && fi.IsDir() && !cgroupParents[h] {
+					parents = append(parents, h)
+				}
 			}
+		}
+		for _, h := range parents {
+			// Only an empty cgroup goes: another node on this host
+			// may be using it.
+			_ = os.Remove(h)
 		}
 		if fwdErr == nil {
 			if now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); !bytes.Equal(now, fwd) {
@@ -235,6 +260,9 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 // which needs the agents running.
 func (n *nodeCluster) deleteAll() {
 	t := n.t
+	if pods, err := n.pods(""); err == nil {
+		n.remember(pods...)
+	}
 	r := n.s.kubectl(n.kc, "", nil, "delete", "deployments,replicasets,pods", "--all", "--wait=false")
 	if r.err != nil {
 		t.Logf("cleanup: delete pods: %s", r)
@@ -473,13 +501,10 @@ func (a *nodeAgent) removeLeftovers() {
 		for _, p := range a.shims() {
 			_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		}
-		// Containers' cgroups are /navarch/ID in every hierarchy.
+		// Containers' cgroups are named after them.
 		es, _ := os.ReadDir(filepath.Join(a.dataDir, "runtime", "containers"))
 		for _, e := range es {
-			cgs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch/" + e.Name())
-			for _, cg := range cgs {
-				_ = os.Remove(cg)
-			}
+			a.n.cgroupNames[e.Name()] = true
 		}
 	}
 	mounts := nodeMounts(a.dataDir)
@@ -534,9 +559,56 @@ func (n *nodeCluster) pod(name string) (*corev1.Pod, error) {
 	return &p, nil
 }
 
-// pods is kubectl get pods -l SELECTOR -o json.
+// remember notes the cgroups' names of pods (pod<uid>, container ids).
+func (n *nodeCluster) remember(pods ...corev1.Pod) {
+	for _, p := range pods {
+		n.cgroupNames["pod"+string(p.UID)] = true
+		for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			if _, id, ok := strings.Cut(cs.ContainerID, "://"); ok {
+				n.cgroupNames[id] = true
+			}
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				if _, id, ok := strings.Cut(t.ContainerID, "://"); ok {
+					n.cgroupNames[id] = true
+				}
+			}
+		}
+	}
+}
+
+// nodeCgroups lists the cgroup directories, in every hierarchy, that have
+// one of names.
+func nodeCgroups(names map[string]bool) []string {
+	var out []string
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*")
+	hs = append(hs, "/sys/fs/cgroup/unified")
+	seen := map[string]bool{}
+	for _, h := range hs {
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		// A symlinked hierarchy (cpu -> cpu,cpuacct) is not descended.
+		_ = filepath.WalkDir(h, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() && names[d.Name()] {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// pods is kubectl get pods [-l SELECTOR] -o json.
 func (n *nodeCluster) pods(selector string) ([]corev1.Pod, error) {
-	r := n.s.kubectl(n.kc, "", nil, "get", "pods", "-l", selector, "-o", "json")
+	args := []string{"get", "pods", "-o", "json"}
+	if selector != "" {
+		args = append(args, "-l", selector)
+	}
+	r := n.s.kubectl(n.kc, "", nil, args...)
 	if r.err != nil {
 		return nil, fmt.Errorf("get pods -l %s: %s", selector, r)
 	}

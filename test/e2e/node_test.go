@@ -62,8 +62,8 @@ func TestNodeDeployment(t *testing.T) {
 		}
 		return nil
 	})
+	n.remember(pods...)
 	ips := map[string]string{}
-	var containerIDs []string
 	for _, p := range pods {
 		ip := net.ParseIP(p.Status.PodIP)
 		if ip == nil || !nodeNet.Contains(ip) {
@@ -83,7 +83,6 @@ func TestNodeDeployment(t *testing.T) {
 		if !strings.HasPrefix(cs.ContainerID, "navarch://") || cs.ImageID == "" || !cs.Ready {
 			t.Errorf("pod %s container status %+v", p.Name, cs)
 		}
-		containerIDs = append(containerIDs, strings.TrimPrefix(cs.ContainerID, "navarch://"))
 	}
 	// From the host, over the node's bridge.
 	for ip, name := range ips {
@@ -97,12 +96,13 @@ func TestNodeDeployment(t *testing.T) {
 		script = append(script, "wget -qO- http://"+net.JoinHostPort(ip, "8080")+"/hostname")
 	}
 	n.apply(nodeBusyboxPod("client", a.name, strings.Join(script, " && "), false))
-	n.waitPod("client", 30*time.Second, func(p *corev1.Pod) error {
+	client := n.waitPod("client", 30*time.Second, func(p *corev1.Pod) error {
 		if p.Status.Phase != corev1.PodSucceeded {
 			return fmt.Errorf("phase %s", p.Status.Phase)
 		}
 		return nil
 	})
+	n.remember(*client)
 	logs := s.must(t, c, "logs", "client")
 	for _, name := range ips {
 		if !strings.Contains(logs, name+"\n") {
@@ -123,6 +123,9 @@ func TestNodeDeployment(t *testing.T) {
 	if got := len(a.shims()); got != 3 {
 		t.Errorf("%d shims with 3 containers running, want 3", got)
 	}
+	if cgs := nodeCgroups(n.cgroupNames); len(cgs) == 0 {
+		t.Errorf("no cgroup named after the pods or their containers while they run (%v)", n.cgroupNames)
+	}
 
 	s.must(t, c, "delete", "deployment", "web")
 	s.must(t, c, "delete", "pod", "client")
@@ -134,10 +137,8 @@ func TestNodeDeployment(t *testing.T) {
 	})
 	eventually(t, 15*time.Second, func() error {
 		left := a.leftovers()
-		for _, id := range containerIDs {
-			if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch/" + id); len(cgs) > 0 {
-				left = append(left, "cgroup "+strings.Join(cgs, ","))
-			}
+		for _, cg := range nodeCgroups(n.cgroupNames) {
+			left = append(left, "cgroup "+cg)
 		}
 		if len(left) > 0 {
 			return fmt.Errorf("left after deleting the pods: %s", strings.Join(left, "; "))
@@ -146,14 +147,10 @@ func TestNodeDeployment(t *testing.T) {
 	})
 }
 
-// nodeStreamClients are the kubectl versions the streaming tests run:
-// each one installed, so that both WebSocket (1.30 and later for exec,
-// 1.31 and later for port-forward) and SPDY (1.27) are exercised.
-func nodeStreamClients(t *testing.T) []client { return clients(t) }
-
 // TestNodeStreaming: kubectl exec (a command, its exit code, and an
-// interactive shell under a terminal), port-forward and cp, with every
-// kubectl on this machine.
+// interactive shell under a terminal), attach, port-forward and cp, with
+// every kubectl on this machine: SPDY from 1.27, WebSocket for exec from
+// 1.30 and for port-forward from 1.31 (the bundled one).
 func TestNodeStreaming(t *testing.T) {
 	n := startNodeCluster(t)
 	a := n.startAgent("e2e-node", 0)
@@ -164,7 +161,11 @@ func TestNodeStreaming(t *testing.T) {
 	web := n.waitPod("web", 30*time.Second, func(p *corev1.Pod) error { return nodeRunning(p) })
 	n.waitHostname(web.Status.PodIP, "web")
 
-	for _, c := range nodeStreamClients(t) {
+	cs := clients(t)
+	for i := range cs {
+		n.apply(nodeAttachPod(fmt.Sprintf("reader-%d", i), a.name))
+	}
+	for i, c := range cs {
 		t.Run(c.name, func(t *testing.T) {
 			t.Run("exec", func(t *testing.T) {
 				// Another pod reached from inside one.
@@ -187,13 +188,29 @@ func TestNodeStreaming(t *testing.T) {
 				}
 			})
 			t.Run("exec-it", func(t *testing.T) {
-				screen, err := n.execTTY(c, "shell", [][2]string{{"# ", "echo hi-$((6*7))"}, {"hi-42", "exit"}})
+				screen, err := n.execTTY(c, "shell", [][2]string{{"# ", "echo hi-$((6*7))"}, {"hi-42", "stty size"}, {"24 80", "exit"}})
 				if err != nil {
 					t.Fatalf("kubectl exec -it: %v\nscreen:\n%s", err, screen)
 				}
 				if !strings.Contains(screen, "hi-42") {
 					t.Errorf("screen lacks hi-42:\n%s", screen)
 				}
+			})
+			t.Run("attach", func(t *testing.T) {
+				// The pod reads its stdin; with stdinOnce the stream
+				// closes when this one session ends, and so the pod.
+				name := fmt.Sprintf("reader-%d", i)
+				n.waitPod(name, 30*time.Second, func(p *corev1.Pod) error { return nodeRunning(p) })
+				r := s.kubectl(c, "hello\nworld\n", nil, "attach", "-i", name)
+				if r.err != nil || !strings.Contains(r.stdout, "got-hello\ngot-world\n") {
+					t.Errorf("kubectl attach -i: %s", r)
+				}
+				n.waitPod(name, 30*time.Second, func(p *corev1.Pod) error {
+					if p.Status.Phase != corev1.PodSucceeded {
+						return fmt.Errorf("phase %s", p.Status.Phase)
+					}
+					return nil
+				})
 			})
 			t.Run("port-forward", func(t *testing.T) {
 				nodePortForward(t, n, c, "pod/web")
@@ -222,6 +239,24 @@ func TestNodeStreaming(t *testing.T) {
 			})
 		})
 	}
+}
+
+// nodeAttachPod echoes its stdin's lines until stdin closes.
+func nodeAttachPod(name, node string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeName: %q
+  restartPolicy: Never
+  containers:
+  - name: sh
+    image: %s
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "while read line; do echo got-$line; done"]
+`, name, node, nodeBusybox)
 }
 
 // nodePortForward runs kubectl port-forward to port 8080 of target in the
