@@ -15,12 +15,17 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -39,11 +44,14 @@ type ServerConfig struct {
 	ClientCAPEM []byte
 }
 
-// Server is the kubelet's HTTPS server: container logs for the API server's
-// pods/log. Exec, attach and port-forward answer 501.
+// Server is the kubelet's HTTPS server: container logs for the API
+// server's pods/log, and exec, attach, port-forward and run for
+// pods/exec, pods/attach and pods/portforward.
 type Server struct {
 	cfg  ServerConfig
 	http *http.Server
+	// streams reaches the runtime's streaming server (loopback, plain HTTP).
+	streams *http.Transport
 }
 
 // NewServer prepares the server and its certificate.
@@ -56,14 +64,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if !pool.AppendCertsFromPEM(cfg.ClientCAPEM) {
 		return nil, errors.New("kubelet server: no client CA certificate")
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, streams: &http.Transport{DisableKeepAlives: true}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /containerLogs/{namespace}/{pod}/{container}", s.containerLogs)
-	for _, p := range []string{"/exec/", "/attach/", "/portForward/", "/run/"} {
-		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, "navarch kubelet: "+p[1:len(p)-1]+" is not implemented yet", http.StatusNotImplemented)
-		})
-	}
+	s.streamRoutes(mux)
 	// Failed handshakes (a client without a certificate) are logged at
 	// debug level: anyone reaching the port can cause them.
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second,
@@ -229,4 +233,249 @@ func coversAll(c *x509.Certificate, hosts []string) bool {
 		}
 	}
 	return true
+}
+
+// streamRoutes serves exec, attach, port-forward and run at upstream's
+// paths and with its query parameters, which is what the API server sends:
+//
+//	/exec/{namespace}/{pod}[/{uid}]/{container}?command=..&command=..&input=1&output=1&error=1&tty=1
+//	/attach/{namespace}/{pod}[/{uid}]/{container}?input=1&output=1&error=1&tty=1
+//	/portForward/{namespace}/{pod}[/{uid}][?port=N...]  (also /portforward/...)
+//	/run/{namespace}/{pod}[/{uid}]/{container}?cmd=...  (POST: the output of a command)
+//
+// Exec, attach and port-forward ask the runtime (CRI Exec, Attach,
+// PortForward) for a URL of its streaming server and proxy the client's
+// upgrade request to it, so the protocol (SPDY) is spoken between the
+// client and the runtime, and containerd's streaming server serves as
+// well as the built-in one's.
+func (s *Server) streamRoutes(mux *http.ServeMux) {
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		for _, p := range []string{"/exec/{namespace}/{pod}/{container}", "/exec/{namespace}/{pod}/{uid}/{container}"} {
+			mux.HandleFunc(m+" "+p, s.exec)
+		}
+		for _, p := range []string{"/attach/{namespace}/{pod}/{container}", "/attach/{namespace}/{pod}/{uid}/{container}"} {
+			mux.HandleFunc(m+" "+p, s.attach)
+		}
+		for _, p := range []string{"/portForward/{namespace}/{pod}", "/portForward/{namespace}/{pod}/{uid}",
+			"/portforward/{namespace}/{pod}", "/portforward/{namespace}/{pod}/{uid}"} {
+			mux.HandleFunc(m+" "+p, s.portForward)
+		}
+	}
+	for _, p := range []string{"/run/{namespace}/{pod}/{container}", "/run/{namespace}/{pod}/{uid}/{container}"} {
+		mux.HandleFunc(http.MethodPost+" "+p, s.run)
+	}
+}
+
+// streamOptions reads input, output, error and tty as upstream: a tty has
+// one output, so error is dropped with it; one stream at least.
+func streamOptions(q url.Values) (stdin, stdout, stderr, tty bool, err error) {
+	for _, p := range []struct {
+		name string
+		v    *bool
+	}{{"input", &stdin}, {"output", &stdout}, {"error", &stderr}, {"tty", &tty}} {
+		if *p.v, err = boolParam(q, p.name); err != nil {
+			return
+		}
+	}
+	if tty {
+		stderr = false
+	}
+	if !stdin && !stdout && !stderr {
+		err = errors.New("you must specify at least 1 of stdin, stdout, stderr")
+	}
+	return
+}
+
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	stdin, stdout, stderr, tty, err := streamOptions(q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	cmd := q["command"]
+	if len(cmd) == 0 {
+		http.Error(w, "missing command", http.StatusBadRequest)
+		return
+	}
+	id, code, err := s.runningContainer(r)
+	if err != nil {
+		http.Error(w, err.Error(), code)
+		return
+	}
+	resp, err := s.cfg.Runtime.Exec(r.Context(), &runtimeapi.ExecRequest{ContainerId: id, Cmd: cmd,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, Tty: tty})
+	if err != nil {
+		writeRuntimeError(w, err)
+		return
+	}
+	s.proxyStream(w, r, resp.GetUrl())
+}
+
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	stdin, stdout, stderr, tty, err := streamOptions(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	id, code, err := s.runningContainer(r)
+	if err != nil {
+		http.Error(w, err.Error(), code)
+		return
+	}
+	resp, err := s.cfg.Runtime.Attach(r.Context(), &runtimeapi.AttachRequest{ContainerId: id,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, Tty: tty})
+	if err != nil {
+		writeRuntimeError(w, err)
+		return
+	}
+	s.proxyStream(w, r, resp.GetUrl())
+}
+
+func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
+	var ports []int32
+	for _, v := range r.URL.Query()["port"] {
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || p == 0 {
+			http.Error(w, fmt.Sprintf("invalid port %q", v), http.StatusBadRequest)
+			return
+		}
+		ports = append(ports, int32(p))
+	}
+	sb, code, err := s.findSandbox(r)
+	if err != nil {
+		http.Error(w, err.Error(), code)
+		return
+	}
+	resp, err := s.cfg.Runtime.PortForward(r.Context(), &runtimeapi.PortForwardRequest{PodSandboxId: sb, Port: ports})
+	if err != nil {
+		writeRuntimeError(w, err)
+		return
+	}
+	s.proxyStream(w, r, resp.GetUrl())
+}
+
+// run answers POST /run with the command's output (upstream's RunInContainer).
+func (s *Server) run(w http.ResponseWriter, r *http.Request) {
+	cmd := strings.Fields(r.URL.Query().Get("cmd"))
+	if len(cmd) == 0 {
+		http.Error(w, "missing cmd", http.StatusBadRequest)
+		return
+	}
+	id, code, err := s.runningContainer(r)
+	if err != nil {
+		http.Error(w, err.Error(), code)
+		return
+	}
+	resp, err := s.cfg.Runtime.ExecSync(r.Context(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd})
+	if err != nil {
+		writeRuntimeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write(resp.GetStdout())
+	_, _ = w.Write(resp.GetStderr())
+}
+
+// findSandbox returns the sandbox of the request's pod, a ready one first:
+// 404 with upstream's message when the pod has none here.
+func (s *Server) findSandbox(r *http.Request) (string, int, error) {
+	ns, pod, uid := r.PathValue("namespace"), r.PathValue("pod"), r.PathValue("uid")
+	sel := map[string]string{labelPodNamespace: ns, labelPodName: pod}
+	if uid != "" {
+		sel[labelPodUID] = uid
+	}
+	list, err := s.cfg.Runtime.ListPodSandbox(r.Context(), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: sel}})
+	if err != nil {
+		return "", http.StatusInternalServerError, fmt.Errorf("pod %s/%s: %w", ns, pod, err)
+	}
+	// A finished pod's sandbox is no longer ready but still names the pod
+	// (its containers then are not running, which is the better answer).
+	ready := func(sb *runtimeapi.PodSandbox) bool { return sb.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY }
+	var newest *runtimeapi.PodSandbox
+	for _, sb := range list.GetItems() {
+		if newest == nil || ready(sb) && !ready(newest) || ready(sb) == ready(newest) && sb.GetCreatedAt() > newest.GetCreatedAt() {
+			newest = sb
+		}
+	}
+	if newest == nil {
+		return "", http.StatusNotFound, errors.New("pod does not exist")
+	}
+	return newest.GetId(), 0, nil
+}
+
+// runningContainer returns the running container the request names in its
+// pod: 404 when the pod or the container does not exist here, 400 when the
+// container is not running.
+func (s *Server) runningContainer(r *http.Request) (string, int, error) {
+	sb, code, err := s.findSandbox(r)
+	if err != nil {
+		return "", code, err
+	}
+	pod, name := r.PathValue("pod"), r.PathValue("container")
+	list, err := s.cfg.Runtime.ListContainers(r.Context(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+		PodSandboxId: sb, LabelSelector: map[string]string{labelContainerName: name}}})
+	if err != nil {
+		return "", http.StatusInternalServerError, fmt.Errorf("pod %s container %s: %w", pod, name, err)
+	}
+	var best *runtimeapi.Container
+	for _, c := range list.GetContainers() {
+		if c.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING &&
+			(best == nil || c.GetMetadata().GetAttempt() > best.GetMetadata().GetAttempt()) {
+			best = c
+		}
+	}
+	switch {
+	case best != nil:
+		return best.GetId(), 0, nil
+	case len(list.GetContainers()) == 0:
+		return "", http.StatusNotFound, fmt.Errorf("container not found (%q)", name)
+	default:
+		return "", http.StatusBadRequest, fmt.Errorf("container %q in pod %q is not running", name, pod)
+	}
+}
+
+// writeRuntimeError answers for a failed CRI call as upstream's streaming
+// errors do: NotFound 404, too many requests 429, a bad request 400.
+func writeRuntimeError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch status.Code(err) {
+	case codes.NotFound:
+		code = http.StatusNotFound
+	case codes.ResourceExhausted:
+		w.Header().Set("Retry-After", "10")
+		code = http.StatusTooManyRequests
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		code = http.StatusBadRequest
+	}
+	msg := err.Error()
+	if st, ok := status.FromError(err); ok {
+		msg = st.Message()
+	}
+	http.Error(w, msg, code)
+}
+
+// proxyStream hands the client's request, upgrade headers and all, to the
+// runtime's streaming URL; httputil.ReverseProxy switches to copying the
+// raw connection both ways once the runtime answers 101.
+func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, rawURL string) {
+	target, err := url.Parse(rawURL)
+	if err != nil || target.Host == "" {
+		http.Error(w, fmt.Sprintf("the runtime returned a bad streaming URL %q", rawURL), http.StatusInternalServerError)
+		return
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = target
+			pr.Out.Host = target.Host
+		},
+		Transport:     s.streams,
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			slog.Warn("kubelet stream proxy failed", "path", r.URL.Path, "err", err)
+			http.Error(w, "error proxying to the container runtime's streaming server: "+err.Error(), http.StatusBadGateway)
+		},
+	}
+	rp.ServeHTTP(w, r)
 }

@@ -1,13 +1,17 @@
 package kubelet
 
 import (
+	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +19,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
+	utilexec "k8s.io/client-go/util/exec"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/ptr"
 
@@ -170,8 +179,7 @@ func TestKubeletServerLogs(t *testing.T) {
 		t.Errorf("previous of a pod that never restarted: %v", err)
 	}
 
-	// The kubelet serves only clients of the cluster CA, and answers 501
-	// for what it does not implement.
+	// The kubelet serves only clients of the cluster CA.
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
 	anon := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	if resp, err := anon.Get(base + "/containerLogs/default/printer/main"); err == nil {
@@ -183,15 +191,271 @@ func TestKubeletServerLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}}}}
-	resp, err := admin.Get(base + "/exec/default/printer/main?command=ls")
+	resp, err := admin.Get(base + "/containerLogs/default/printer/main")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotImplemented {
-		t.Errorf("exec: %s, want 501", resp.Status)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("logs with a client certificate: %s", resp.Status)
 	}
 	for _, name := range []string{"printer", "restarter"} {
 		n.deleteAndWait(name)
 	}
+}
+
+// kubeletClient is a client of the kubelet's HTTPS server with the admin
+// certificate of the test CA (the API server uses its kubelet-client one).
+func kubeletClient(certs *pki.Bundle, port int32) *rest.Config {
+	return &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", port), TLSClientConfig: rest.TLSClientConfig{
+		Insecure: true, CertData: certs.AdminCertPEM, KeyData: certs.AdminKeyPEM}}
+}
+
+// sizeQueue hands terminal sizes to the executor.
+type sizeQueue chan remotecommand.TerminalSize
+
+func (q sizeQueue) Next() *remotecommand.TerminalSize {
+	s, ok := <-q
+	if !ok {
+		return nil
+	}
+	return &s
+}
+
+// kubeletStream runs one exec or attach session against the kubelet, the
+// way the API server's proxy does: SPDY to the kubelet's path and query.
+func kubeletStream(cfg *rest.Config, path string, q url.Values, o remotecommand.StreamOptions) error {
+	u, err := url.Parse(cfg.Host + path)
+	if err != nil {
+		return err
+	}
+	u.RawQuery = q.Encode()
+	ex, err := remotecommand.NewSPDYExecutor(cfg, http.MethodPost, u)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return ex.StreamWithContext(ctx, o)
+}
+
+func streamQuery(stdin, stdout, stderr, tty bool, cmd ...string) url.Values {
+	q := url.Values{"command": cmd}
+	for name, on := range map[string]bool{"input": stdin, "output": stdout, "error": stderr, "tty": tty} {
+		if on {
+			q.Set(name, "1")
+		}
+	}
+	return q
+}
+
+func exitCodeOf(err error) int {
+	var ce utilexec.CodeExitError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return -1
+}
+
+func TestKubeletServerStreaming(t *testing.T) {
+	n, certs, port := logNode(t)
+	cfg := kubeletClient(certs, port)
+	shell := busyboxPod("shell", corev1.RestartPolicyNever, "exec sleep 3600")
+	shell.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0) // sleep as PID 1 ignores SIGTERM
+	n.createAndWait(shell, corev1.PodRunning)
+	const execPath = "/exec/default/shell/main"
+
+	// stdout, stderr and the exit code, as kubectl exec reports them.
+	var out, errOut bytes.Buffer
+	err := kubeletStream(cfg, execPath, streamQuery(false, true, true, false, "sh", "-c", "echo out; echo err >&2; exit 7"),
+		remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+	if exitCodeOf(err) != 7 || out.String() != "out\n" || errOut.String() != "err\n" {
+		t.Errorf("exec: %v, stdout %q, stderr %q", err, out.String(), errOut.String())
+	}
+
+	// kubectl cp both ways: a tar on stdin to `tar xf -` (which ends only
+	// when stdin's end reaches it), and `tar cf -` read back.
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	content := strings.Repeat("copied through exec\n", 5000)
+	if err := tw.WriteHeader(&tar.Header{Name: "dir/file.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	if err := kubeletStream(cfg, execPath, streamQuery(true, false, true, false, "tar", "xf", "-", "-C", "/tmp"),
+		remotecommand.StreamOptions{Stdin: &tarball, Stderr: &errOut}); err != nil {
+		t.Fatalf("tar xf - through exec: %v: %s", err, errOut.String())
+	}
+	out.Reset()
+	if err := kubeletStream(cfg, execPath, streamQuery(false, true, true, false, "tar", "cf", "-", "-C", "/tmp", "dir"),
+		remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}); err != nil {
+		t.Fatalf("tar cf - through exec: %v: %s", err, errOut.String())
+	}
+	tr := tar.NewReader(&out)
+	h, err := tr.Next()
+	for err == nil && h.Name != "dir/file.txt" {
+		h, err = tr.Next()
+	}
+	if err != nil {
+		t.Fatalf("tar read back: %v", err)
+	}
+	if b, _ := io.ReadAll(tr); string(b) != content {
+		t.Errorf("file read back: %d bytes, want %d", len(b), len(content))
+	}
+
+	// A terminal: the first size from the start, then a resize.
+	sizes := make(sizeQueue, 2)
+	sizes <- remotecommand.TerminalSize{Width: 100, Height: 40}
+	inR, inW := io.Pipe()
+	var tout syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- kubeletStream(cfg, execPath, streamQuery(true, true, false, true, "sh", "-c", `stty size; while read l; do [ "$l" = q ] && exit 3; stty size; done`),
+			remotecommand.StreamOptions{Stdin: inR, Stdout: &tout, Tty: true, TerminalSizeQueue: sizes})
+	}()
+	apiservertest.Eventually(t, 10*time.Second, "tty output with the first size", func() error {
+		if !strings.Contains(tout.String(), "40 100") {
+			return fmt.Errorf("tty output %q", tout.String())
+		}
+		return nil
+	})
+	sizes <- remotecommand.TerminalSize{Width: 120, Height: 50}
+	apiservertest.Eventually(t, 10*time.Second, "tty output after a resize", func() error {
+		if _, err := inW.Write([]byte("x\n")); err != nil {
+			return err
+		}
+		if !strings.Contains(tout.String(), "50 120") {
+			return fmt.Errorf("tty output %q", tout.String())
+		}
+		return nil
+	})
+	if _, err := inW.Write([]byte("q\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; exitCodeOf(err) != 3 {
+		t.Errorf("tty exec: %v, want exit code 3", err)
+	}
+	close(sizes)
+	inW.Close()
+
+	// Attach to a container that reads its stdin (stdin, stdinOnce).
+	pod := busyboxPod("reader", corev1.RestartPolicyNever, `while read l; do echo got $l; done; echo stdin closed`)
+	pod.Spec.Containers[0].Stdin, pod.Spec.Containers[0].StdinOnce = true, true
+	n.createAndWait(pod, corev1.PodRunning)
+	out.Reset()
+	if err := kubeletStream(cfg, "/attach/default/reader/main", streamQuery(true, true, true, false),
+		remotecommand.StreamOptions{Stdin: strings.NewReader("one\ntwo\n"), Stdout: &out, Stderr: &errOut}); err != nil {
+		t.Errorf("attach: %v", err)
+	}
+	if got := out.String(); got != "got one\ngot two\nstdin closed\n" {
+		t.Errorf("attach output %q", got)
+	}
+	n.createAndWaitPhase("reader", corev1.PodSucceeded)
+
+	// Port-forward to the testserver's HTTP port on the pod's loopback.
+	n.createAndWait(testPod("web", corev1.RestartPolicyAlways), corev1.PodRunning)
+	var body string
+	apiservertest.Eventually(t, 10*time.Second, "GET /hostname through port-forward", func() error {
+		var err error
+		body, err = kubeletPortForwardGet(cfg, "/portForward/default/web", 8080, "/hostname")
+		return err
+	})
+	if body != "web\n" {
+		t.Errorf("GET /hostname through port-forward: %q", body)
+	}
+	if _, err := kubeletPortForwardGet(cfg, "/portForward/default/web", 8081, "/hostname"); err == nil {
+		t.Error("port-forward to a closed port worked")
+	}
+
+	// Errors before the upgrade: upstream's codes and messages.
+	admin, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		code int
+		msg  string
+	}{
+		{"/exec/default/nosuch/main?command=ls&output=1", http.StatusNotFound, "pod does not exist"},
+		{"/exec/default/shell/other?command=ls&output=1", http.StatusNotFound, `container not found ("other")`},
+		{"/exec/default/shell/main?command=ls", http.StatusBadRequest, "you must specify at least 1 of stdin, stdout, stderr"},
+		{"/exec/default/reader/main?command=ls&output=1", http.StatusBadRequest, `container "main" in pod "reader" is not running`},
+		{"/portForward/default/nosuch", http.StatusNotFound, "pod does not exist"},
+	} {
+		resp, err := admin.Post(cfg.Host+c.path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(b), c.msg) {
+			t.Errorf("POST %s: %s %q, want %d %q", c.path, resp.Status, b, c.code, c.msg)
+		}
+	}
+	for _, name := range []string{"shell", "reader", "web"} {
+		n.deleteAndWait(name)
+	}
+}
+
+// createAndWaitPhase waits for an existing pod to reach phase.
+func (n *testNode) createAndWaitPhase(name string, phase corev1.PodPhase) {
+	apiservertest.Eventually(n.t, 30*time.Second, "pod "+name+" "+string(phase), func() error {
+		p, err := n.client.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != phase {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+}
+
+// kubeletPortForwardGet sends one HTTP GET to port of the pod through a
+// port-forward session with the kubelet.
+func kubeletPortForwardGet(cfg *rest.Config, pfPath string, port int, path string) (string, error) {
+	u, err := url.Parse(cfg.Host + pfPath)
+	if err != nil {
+		return "", err
+	}
+	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return "", err
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		return "", err
+	}
+	fwDone := make(chan error, 1)
+	go func() { fwDone <- fw.ForwardPorts() }()
+	defer func() {
+		close(stop)
+		<-fwDone
+	}()
+	select {
+	case <-ready:
+	case err := <-fwDone:
+		return "", fmt.Errorf("port-forward: %w", err)
+	}
+	ports, err := fw.GetPorts()
+	if err != nil {
+		return "", err
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	r, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", ports[0].Local, path))
+	if err != nil {
+		return "", err
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	return string(b), err
 }
