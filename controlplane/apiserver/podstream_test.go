@@ -1,6 +1,7 @@
 package apiserver_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -45,6 +46,8 @@ type fakeKubelet struct {
 	got []*http.Request // the requests seen, for their URLs and headers
 	// hungUp gets a value when a "sleep" session's connection closes.
 	hungUp chan struct{}
+	// untarred are the archives "tar" received on stdin.
+	untarred [][]byte
 }
 
 func startFakeKubelet(t *testing.T) *fakeKubelet {
@@ -93,7 +96,7 @@ func (k *fakeKubelet) port() int32 {
 // serveExec runs a canned command over SPDY: "echo ARGS" (stdout, and
 // "warn" on stderr), "exit N", "cat" (stdin to stdout until stdin's EOF),
 // "resize" (reads two terminal sizes), "sleep" (until the connection
-// closes); attach prints "attached".
+// closes), "tar" (kubectl cp both ways); attach prints "attached".
 func (k *fakeKubelet) serveExec(w http.ResponseWriter, r *http.Request) {
 	k.note(r)
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
@@ -148,6 +151,18 @@ func (k *fakeKubelet) serveExec(w http.ResponseWriter, r *http.Request) {
 		<-conn.CloseChan()
 		k.hungUp <- struct{}{}
 		return
+	case cmd[0] == "tar" && streams["stdin"] != nil:
+		// kubectl cp to the pod: the archive, up to stdin's EOF.
+		b, _ := io.ReadAll(streams["stdin"])
+		k.mu.Lock()
+		k.untarred = append(k.untarred, b)
+		k.mu.Unlock()
+	case cmd[0] == "tar":
+		// kubectl cp from the pod: the path asked for, holding "payload".
+		tw := tar.NewWriter(stdout)
+		tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(cmd[len(cmd)-1], "/"), Mode: 0o644, Size: 7, Typeflag: tar.TypeReg})
+		io.WriteString(tw, "payload")
+		tw.Close()
 	case cmd[0] == "cat":
 		io.Copy(stdout, streams["stdin"])
 		io.WriteString(stdout, "[eof]")
