@@ -94,6 +94,7 @@ type nodeAgentFlags struct {
 	clusterDNS, clusterDomain, insecureRegs, cgroupRoot               *string
 	podCIDRWait                                                       *time.Duration
 	kubeletPort                                                       *int
+	podMaxPids                                                        *int64
 }
 
 // agentFlags defines every node flag of `navarch agent`.
@@ -107,6 +108,7 @@ func agentFlags(fs *flag.FlagSet) nodeAgentFlags {
 	f.clusterDomain = fs.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.insecureRegs = fs.String("insecure-registry", "", "comma-separated registries (host or host:port) pulled from over plain HTTP")
 	f.cgroupRoot = fs.String("cgroup-root", "/", "cgroup under which the pod cgroups go (ROOT/kubepods/...); each node on one machine needs its own")
+	f.podMaxPids = fs.Int64("pod-max-pids", -1, "most processes a pod may run (its cgroup's pids.max); -1 is unlimited")
 	return f
 }
 
@@ -149,6 +151,9 @@ func (f nodeAgentFlags) config(restCfg *rest.Config) agent.Config {
 	}
 	if f.kubeletPort != nil {
 		cfg.KubeletPort = *f.kubeletPort
+	}
+	if f.podMaxPids != nil {
+		cfg.PodMaxPids = *f.podMaxPids
 	}
 	return cfg
 }

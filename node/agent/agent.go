@@ -58,6 +58,8 @@ type Config struct {
 	// CgroupRoot is where the pod cgroups go (ROOT/kubepods/...), "/" by
 	// default; two nodes on one machine need their own.
 	CgroupRoot string
+	// PodMaxPids is each pod's pids.max; -1 (or 0) is unlimited.
+	PodMaxPids int64
 	// KubeletPort of the HTTPS server (kubectl logs); 0 runs none.
 	KubeletPort int
 	Version     string
@@ -90,6 +92,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Client: client, NodeName: cfg.NodeName, DataDir: cfg.DataDir,
 		DefaultPodCIDR: cfg.PodCIDR, PodCIDRWait: cfg.PodCIDRWait, NodeIP: cfg.NodeIP,
 		ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, Version: cfg.Version, CgroupRoot: cfg.CgroupRoot,
+		PodMaxPids: cfg.PodMaxPids,
 	}
 	socket := strings.TrimPrefix(cfg.RuntimeEndpoint, "unix://")
 	// served closes when the built-in runtime has stopped (servedErr says
