@@ -30,9 +30,9 @@ func kubectls() map[string]string {
 }
 
 // Real kubectl of every version at hand (1.27 speaks SPDY; 1.30+ tries
-// WebSocket first for exec and cp, 1.31+ for port-forward) drives exec,
-// cp both ways and port-forward through the API server to the stand-in
-// kubelet.
+// WebSocket first for exec, attach and cp, 1.31+ for port-forward)
+// drives exec, attach, cp both ways and port-forward through the API
+// server to the stand-in kubelet.
 func TestKubectlStreams(t *testing.T) {
 	bins := kubectls()
 	if len(bins) == 0 {
@@ -81,6 +81,9 @@ current-context: c
 			}
 			if out, errOut, code := run("", "exec", "two-missing", "--", "echo"); code == 0 || !strings.Contains(errOut, `pods "two-missing" not found`) {
 				t.Errorf("exec into a missing pod: %q %q %d", out, errOut, code)
+			}
+			if out, errOut, code := run("", "attach", "one"); out != "attached\n" || code != 0 {
+				t.Errorf("attach: %q %q %d", out, errOut, code)
 			}
 			// cp to the pod: the archive arrives whole, which needs stdin's EOF.
 			k.mu.Lock()
