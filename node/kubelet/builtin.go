@@ -40,6 +40,9 @@ type BuiltinConfig struct {
 	ShimBinary   string
 	// InsecureRegistries are pulled from over plain HTTP.
 	InsecureRegistries []string
+	// StreamAddress is where the runtime's streaming server (exec, attach,
+	// port-forward) listens; "" is 127.0.0.1 on a free port.
+	StreamAddress string
 }
 
 // Builtin is the built-in runtime with its images and network.
@@ -84,11 +87,12 @@ func NewBuiltin(cfg BuiltinConfig) (*Builtin, error) {
 		return nil, err
 	}
 	rt, err := noderuntime.New(noderuntime.Config{
-		StateDir:     filepath.Join(cfg.DataDir, "runtime"),
-		ShimBinary:   cfg.ShimBinary,
-		Images:       store,
-		ImageService: images.NewImageService(store, cfg.InsecureRegistries),
-		CgroupParent: cfg.CgroupParent,
+		StateDir:      filepath.Join(cfg.DataDir, "runtime"),
+		ShimBinary:    cfg.ShimBinary,
+		Images:        store,
+		ImageService:  images.NewImageService(store, cfg.InsecureRegistries),
+		CgroupParent:  cfg.CgroupParent,
+		StreamAddress: cfg.StreamAddress,
 		NetworkSetup: func(ctx context.Context, id, netns string, c *runtimeapi.PodSandboxConfig) (string, error) {
 			return nw.Setup(ctx, id, netns, c.GetMetadata().GetNamespace(), c.GetMetadata().GetName())
 		},

@@ -31,8 +31,13 @@ import (
 //   - it is the child subreaper of the container's init, so it alone can
 //     wait4 it and learn the real exit status, which it writes with the OOM
 //     verdict to exit.json before deleting the runc container.
-// The runtime talks to it only through files and signals (SIGUSR1: reopen
-// the log), never a connection, so either side may restart.
+//   - it serves attach sessions on attach.sock in the container directory
+//     (attach.go): live output as it is read, and the container's stdin
+//     (a pipe it holds, with CRI Stdin) and terminal (the pty master runc
+//     sends over a console socket, with CRI Tty) for them to write to.
+//
+// The runtime talks to it through files, signals (SIGUSR1: reopen the log)
+// and attach sessions, which come and go, so either side may restart.
 
 // startDoneFile is created by the runtime once `runc start` has returned, or
 // once it knows no start will come (a stop before start).

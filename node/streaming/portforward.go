@@ -83,7 +83,9 @@ func (s *Server) portForward(w http.ResponseWriter, r *http.Request, req *runtim
 		return
 	}
 	defer conn.Close()
-	<-conn.CloseChan()
+	if s.track(conn) {
+		<-conn.CloseChan()
+	}
 }
 
 // forward runs one connection; a failure is reported on its error stream,

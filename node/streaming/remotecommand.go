@@ -78,6 +78,9 @@ func (s *Server) serveRemoteCommand(w http.ResponseWriter, r *http.Request, o op
 		return
 	}
 	defer conn.Close()
+	if !s.track(conn) {
+		return
+	}
 
 	resizable := protocol != remotecommand.StreamProtocolV1Name && protocol != remotecommand.StreamProtocolV2Name
 	want := 1 // the error stream

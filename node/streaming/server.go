@@ -38,6 +38,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -101,6 +102,10 @@ type Server struct {
 
 	mu     sync.Mutex
 	tokens map[string]pending
+	// conns are the upgraded sessions, which http.Server.Close leaves
+	// alone: Serve closes them when it ends.
+	conns  map[httpstream.Connection]bool
+	closed bool
 }
 
 // pending is a request waiting for its client.
@@ -126,7 +131,7 @@ func New(cfg Config, rt Runtime) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	s := &Server{cfg: cfg, rt: rt, ln: ln, base: "http://" + ln.Addr().String(), tokens: map[string]pending{}}
+	s := &Server{cfg: cfg, rt: rt, ln: ln, base: "http://" + ln.Addr().String(), tokens: map[string]pending{}, conns: map[httpstream.Connection]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/exec/{token}", s.serveExec)
 	mux.HandleFunc("/attach/{token}", s.serveAttach)
@@ -144,6 +149,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() {
 		<-ctx.Done()
 		s.http.Close()
+		s.mu.Lock()
+		s.closed = true
+		conns := s.conns
+		s.conns = nil
+		s.mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
 	}()
 	if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("streaming server: %w", err)
@@ -153,6 +166,24 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close stops listening (for a server that is never served).
 func (s *Server) Close() error { return s.http.Close() }
+
+// track registers a session's connection until it ends; false when the
+// server is shutting down (the caller closes it).
+func (s *Server) track(c httpstream.Connection) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = true
+	go func() {
+		<-c.CloseChan()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.conns, c)
+	}()
+	return true
+}
 
 // GetExec validates an Exec request and returns its URL.
 func (s *Server) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
