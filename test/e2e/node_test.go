@@ -89,6 +89,17 @@ func TestNodeDeployment(t *testing.T) {
 		n.waitHostname(ip, name)
 	}
 
+	// What the leak check below looks for is there while pods run.
+	if ports, _ := os.ReadDir("/sys/class/net/" + a.bridge + "/brif"); len(ports) != 3 {
+		t.Errorf("%d veths on %s with 3 pods running, want 3", len(ports), a.bridge)
+	}
+	if got := len(a.shims()); got != 3 {
+		t.Errorf("%d shims with 3 containers running, want 3", got)
+	}
+	if cgs := nodeCgroups(n.cgroupNames); len(cgs) == 0 {
+		t.Errorf("no cgroup named after the pods or their containers while they run (%v)", n.cgroupNames)
+	}
+
 	// From another pod: a busybox pod fetches every pod's /hostname; its
 	// output comes back through kubectl logs.
 	var script []string
@@ -115,20 +126,17 @@ func TestNodeDeployment(t *testing.T) {
 	if out := s.must(t, c, "logs", "deployment/web"); !strings.Contains(out, "listening on") {
 		t.Errorf("kubectl logs deployment/web: %q", out)
 	}
-
-	// What the leak check below looks for is there while pods run.
-	if ports, _ := os.ReadDir("/sys/class/net/" + a.bridge + "/brif"); len(ports) != 3 {
-		t.Errorf("%d veths on %s with 3 pods running, want 3", len(ports), a.bridge)
-	}
-	if got := len(a.shims()); got != 3 {
-		t.Errorf("%d shims with 3 containers running, want 3", got)
-	}
-	if cgs := nodeCgroups(n.cgroupNames); len(cgs) == 0 {
-		t.Errorf("no cgroup named after the pods or their containers while they run (%v)", n.cgroupNames)
+	// And from a shell in another pod, through kubectl exec.
+	n.apply(nodeBusyboxPod("shell", a.name, "", true))
+	n.remember(*n.waitPod("shell", 30*time.Second, func(p *corev1.Pod) error { return nodeRunning(p) }))
+	for ip, name := range ips {
+		if out := s.must(t, c, "exec", "shell", "--", "wget", "-qO-", "http://"+net.JoinHostPort(ip, "8080")+"/hostname"); out != name+"\n" {
+			t.Errorf("exec wget %s from pod shell: %q, want %s", ip, out, name)
+		}
 	}
 
 	s.must(t, c, "delete", "deployment", "web")
-	s.must(t, c, "delete", "pod", "client")
+	s.must(t, c, "delete", "pod", "client", "shell")
 	eventually(t, 60*time.Second, func() error {
 		if out := s.must(t, c, "get", "pods", "-o", "name"); strings.TrimSpace(out) != "" {
 			return fmt.Errorf("pods left: %s", out)
