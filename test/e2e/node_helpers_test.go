@@ -197,7 +197,6 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 	// The runtime's and the kubelet's cgroup parents, removed at the end
 	// unless they were there before.
 	cgroupParents := map[string]bool{}
-	var parents []string
 	for _, pat := range []string{"/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods", "/sys/fs/cgroup/*/kubepods/*"} {
 		hs, _ := filepath.Glob(pat)
 		for _, h := range hs {
@@ -231,6 +230,7 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 				}
 			}
 		}
+		var parents []string
 		for _, pat := range []string{"/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods/*", "/sys/fs/cgroup/*/kubepods"} {
 			hs, _ := filepath.Glob(pat)
 			for _, h := range hs {

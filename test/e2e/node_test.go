@@ -99,6 +99,12 @@ func TestNodeDeployment(t *testing.T) {
 	if cgs := nodeCgroups(n.cgroupNames); len(cgs) == 0 {
 		t.Errorf("no cgroup named after the pods or their containers while they run (%v)", n.cgroupNames)
 	}
+	running := "\n" + strings.Join(a.leftovers(), "\n")
+	for _, kind := range []string{"veth", "mount", "shim", "runc containers", "sandboxes record", "containers record", "ip allocation"} {
+		if !strings.Contains(running, "\n"+kind+" ") {
+			t.Errorf("the leak check sees no %s while pods run:%s", kind, running)
+		}
+	}
 
 	// From another pod: a busybox pod fetches every pod's /hostname; its
 	// output comes back through kubectl logs.
