@@ -12,7 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -458,4 +461,119 @@ func kubeletPortForwardGet(cfg *rest.Config, pfPath string, port int, path strin
 	defer r.Body.Close()
 	b, err := io.ReadAll(r.Body)
 	return string(b), err
+}
+
+// Real kubectl through the API server (its pods/exec, attach and
+// portforward proxy; kubectl 1.30+ speaks WebSocket to it, which it turns
+// into SPDY) to the kubelet and the built-in runtime.
+func TestKubeletKubectlStreams(t *testing.T) {
+	bin, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("no kubectl on this machine")
+	}
+	n, _, _ := logNode(t)
+	shell := busyboxPod("shell", corev1.RestartPolicyNever, "echo started; exec sleep 3600")
+	shell.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+	n.createAndWait(shell, corev1.PodRunning)
+	reader := busyboxPod("reader", corev1.RestartPolicyNever, `while read l; do echo got $l; done`)
+	reader.Spec.Containers[0].Stdin, reader.Spec.Containers[0].StdinOnce = true, true
+	reader.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+	n.createAndWait(reader, corev1.PodRunning)
+	n.createAndWait(testPod("web", corev1.RestartPolicyAlways), corev1.PodRunning)
+
+	api := n.client.CoreV1().RESTClient().Get().URL()
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q}}]
+users: [{name: u, user: {}}]
+contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]
+current-context: c
+`, api.Scheme+"://"+api.Host)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(stdin string, args ...string) (string, string, int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatalf("kubectl %v: %v", args, err)
+		}
+		return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+	}
+
+	if out, errOut, code := kubectl("", "exec", "shell", "--", "sh", "-c", "echo hello; echo warn >&2"); out != "hello\n" || errOut != "warn\n" || code != 0 {
+		t.Errorf("kubectl exec: %q %q %d", out, errOut, code)
+	}
+	if _, errOut, code := kubectl("", "exec", "shell", "--", "sh", "-c", "exit 3"); code != 3 || !strings.Contains(errOut, "command terminated with exit code 3") {
+		t.Errorf("kubectl exec exit 3: %q %d", errOut, code)
+	}
+	if out, errOut, code := kubectl("typed\n", "exec", "-i", "shell", "--", "sh", "-c", "cat; echo [eof]"); out != "typed\n[eof]\n" || code != 0 {
+		t.Errorf("kubectl exec -i: %q %q %d", out, errOut, code)
+	}
+	local := filepath.Join(dir, "local.txt")
+	content := strings.Repeat("from kubectl cp\n", 10000)
+	if err := os.WriteFile(local, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := kubectl("", "cp", local, "shell:/tmp/remote.txt"); code != 0 {
+		t.Fatalf("kubectl cp to the pod: %q %q %d", out, errOut, code)
+	}
+	back := filepath.Join(dir, "back.txt")
+	if out, errOut, code := kubectl("", "cp", "shell:/tmp/remote.txt", back); code != 0 {
+		t.Errorf("kubectl cp from the pod: %q %q %d", out, errOut, code)
+	} else if b, err := os.ReadFile(back); err != nil || string(b) != content {
+		t.Errorf("kubectl cp round trip: %d bytes (%v), want %d", len(b), err, len(content))
+	}
+	if out, errOut, code := kubectl("one\n", "attach", "-i", "reader"); !strings.Contains(out, "got one\n") || code != 0 {
+		t.Errorf("kubectl attach -i: %q %q %d", out, errOut, code)
+	}
+
+	pf := exec.Command(bin, "--kubeconfig", kubeconfig, "port-forward", "pod/web", ":8080")
+	stdout, err := pf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pfErr syncBuffer
+	pf.Stderr = &pfErr
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = pf.Process.Kill()
+		_ = pf.Wait()
+	}()
+	ports := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) -> 8080`)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				ports <- m[1]
+			}
+		}
+		close(ports)
+	}()
+	var port string
+	select {
+	case port = <-ports:
+	case <-time.After(30 * time.Second):
+	}
+	if port == "" {
+		t.Fatalf("kubectl port-forward did not start: %s", pfErr.String())
+	}
+	for range 2 {
+		if body, err := httpGet("http://127.0.0.1:" + port + "/hostname"); err != nil || body != "web\n" {
+			t.Errorf("GET /hostname through kubectl port-forward: %q, %v (%s)", body, err, pfErr.String())
+		}
+	}
+	for _, name := range []string{"shell", "reader", "web"} {
+		n.deleteAndWait(name)
+	}
 }
