@@ -1,15 +1,20 @@
 package apiserver
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -69,11 +74,16 @@ func (s *Server) translateStream(w http.ResponseWriter, r *http.Request, target 
 		remotecommandconst.StreamProtocolV5Name: proto,
 		remotecommandconst.StreamProtocolV4Name: proto,
 	})
-	if _, ok := w.(http.Hijacker); !ok {
+	hijacker, ok := w.(http.Hijacker)
+	if !ok {
 		writeStatus(w, apierrors.NewBadRequest("a WebSocket needs an HTTP/1.1 connection"))
 		return
 	}
-	_, streams, err := conn.Open(w, r)
+	// The kubelet session ends when the client goes away, so that an
+	// abandoned shell does not keep running.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	_, streams, err := conn.Open(&streamWriter{ResponseWriter: w, hijacker: hijacker, gone: cancel}, r)
 	if err != nil {
 		// The handshake failed and was answered.
 		return
@@ -92,11 +102,7 @@ func (s *Server) translateStream(w http.ResponseWriter, r *http.Request, target 
 	if opts.tty {
 		so.TerminalSizeQueue = &resizeQueue{dec: json.NewDecoder(streams[remotecommandconst.StreamResize])}
 	}
-	// The kubelet session ends when the client goes away, so that an
-	// abandoned shell does not keep running: x/net/websocket reads through
-	// the hijacked connection's buffered reader, whose read error cancels
-	// the request's context (TestPodExecHangUp holds this).
-	err = executor.StreamWithContext(r.Context(), so)
+	err = executor.StreamWithContext(ctx, so)
 	if err != nil {
 		slog.Debug("websocket stream ended", "target", target.Path, "err", err)
 	}
@@ -137,6 +143,52 @@ func (q *resizeQueue) Next() *remotecommand.TerminalSize {
 		return nil
 	}
 	return &size
+}
+
+// streamWriter hands the WebSocket server a hijacked connection that reads
+// through streamConn rather than net/http's buffered reader, so that the
+// end of the WebSocket is seen here.
+type streamWriter struct {
+	http.ResponseWriter
+	hijacker http.Hijacker
+	gone     func()
+}
+
+func (w *streamWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := w.hijacker.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	sc := &streamConn{Conn: c, gone: w.gone}
+	// Bytes the HTTP server read ahead come first.
+	ahead, _ := rw.Reader.Peek(rw.Reader.Buffered())
+	r := bufio.NewReader(io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), sc))
+	return sc, bufio.NewReadWriter(r, bufio.NewWriter(sc)), nil
+}
+
+// streamConn reports a failed read (the client went away) through gone,
+// and makes reads after its own Close a plain EOF, which wsstream's reader
+// takes as the end rather than logging an error for every stream.
+type streamConn struct {
+	net.Conn
+	gone   func()
+	closed atomic.Bool
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.gone()
+		if c.closed.Load() {
+			err = io.EOF
+		}
+	}
+	return n, err
+}
+
+func (c *streamConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
 
 func noProxy(*http.Request) (*url.URL, error) { return nil, nil }
