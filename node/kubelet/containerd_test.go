@@ -185,6 +185,12 @@ func TestKubeletContainerd(t *testing.T) {
 	if ports, _ := os.ReadDir("/sys/class/net/" + c.bridge + "/brif"); len(ports) != 1 {
 		t.Errorf("%d veths on %s while the pod runs, want 1", len(ports), c.bridge)
 	}
+	// containerd (cgroupfs) puts the pause and app containers below the
+	// pod cgroup the kubelet gave as the sandbox's parent.
+	podCgroup := filepath.Join(cgroupRoot, "kubepods", "besteffort", "pod"+string(web.UID))
+	if procs, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", podCgroup, strings.TrimPrefix(cs[0].ContainerID, "containerd://"), "cgroup.procs")); len(strings.Fields(string(procs))) == 0 {
+		t.Errorf("no process of the container in %s", podCgroup)
+	}
 
 	last := n.deleteAndWait("web")
 	if last == nil || last.Status.Phase != corev1.PodSucceeded {
@@ -193,6 +199,9 @@ func TestKubeletContainerd(t *testing.T) {
 	apiservertest.Eventually(t, 10*time.Second, "nothing left of the pod", func() error {
 		if left := c.leftovers(rt, dataDir); len(left) > 0 {
 			return fmt.Errorf("left: %s", strings.Join(left, "; "))
+		}
+		if hs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", podCgroup)); len(hs) > 0 {
+			return fmt.Errorf("pod cgroup left: %v", hs)
 		}
 		return nil
 	})
