@@ -17,9 +17,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -481,18 +483,8 @@ func TestKubeletKubectlStreams(t *testing.T) {
 	n.createAndWait(reader, corev1.PodRunning)
 	n.createAndWait(testPod("web", corev1.RestartPolicyAlways), corev1.PodRunning)
 
-	api := n.client.CoreV1().RESTClient().Get().URL()
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: %q}}]
-users: [{name: u, user: {}}]
-contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]
-current-context: c
-`, api.Scheme+"://"+api.Host)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := writeKubeconfig(t, n)
 	kubectl := func(stdin string, args ...string) (string, string, int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -576,4 +568,111 @@ current-context: c
 	for _, name := range []string{"shell", "reader", "web"} {
 		n.deleteAndWait(name)
 	}
+}
+
+// Interactive kubectl (-it) on a terminal of the test's: kubectl reads
+// the terminal's size and its changes (SIGWINCH), and the command in the
+// pod sees them; attach -it types into a tty container's shell.
+func TestKubeletKubectlTerminal(t *testing.T) {
+	bin, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("no kubectl on this machine")
+	}
+	n, _, _ := logNode(t)
+	shell := busyboxPod("shell", corev1.RestartPolicyNever, "exec sleep 3600")
+	shell.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+	n.createAndWait(shell, corev1.PodRunning)
+	tty := busyboxPod("tty", corev1.RestartPolicyNever, "exec sh")
+	tty.Spec.Containers[0].Stdin, tty.Spec.Containers[0].TTY = true, true
+	tty.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+	n.createAndWait(tty, corev1.PodRunning)
+	kubeconfig := writeKubeconfig(t, n)
+
+	interactive := func(args ...string) (*os.File, *syncBuffer, *exec.Cmd) {
+		master, slave := openTestPty(t)
+		if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 100}); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		slave.Close()
+		out := &syncBuffer{}
+		go func() { _, _ = io.Copy(out, master) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			master.Close()
+		})
+		return master, out, cmd
+	}
+	waitFor := func(out *syncBuffer, want string, poke func()) {
+		t.Helper()
+		apiservertest.Eventually(t, 20*time.Second, fmt.Sprintf("terminal shows %q", want), func() error {
+			if poke != nil {
+				poke()
+			}
+			if !strings.Contains(out.String(), want) {
+				return fmt.Errorf("terminal: %q", out.String())
+			}
+			return nil
+		})
+	}
+
+	master, out, cmd := interactive("exec", "-it", "shell", "--", "sh", "-c", `stty size; while read l; do [ "$l" = q ] && exit 4; stty size; done`)
+	waitFor(out, "40 100", nil)
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 50, Col: 120}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(out, "50 120", func() { _, _ = master.Write([]byte("x\r")) })
+	_, _ = master.Write([]byte("q\r"))
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 4 {
+		t.Errorf("kubectl exec -it: %v, want exit code 4; terminal %q", err, out.String())
+	}
+
+	master, out, _ = interactive("attach", "-it", "tty")
+	waitFor(out, "a42b", func() { _, _ = master.Write([]byte("echo a$((6*7))b\r")) })
+	for _, name := range []string{"shell", "tty"} {
+		n.deleteAndWait(name)
+	}
+}
+
+// writeKubeconfig writes a kubeconfig for the node's API server.
+func writeKubeconfig(t *testing.T, n *testNode) string {
+	api := n.client.CoreV1().RESTClient().Get().URL()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q}}]
+users: [{name: u, user: {}}]
+contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]
+current-context: c
+`, api.Scheme+"://"+api.Host)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// openTestPty makes a pseudo-terminal pair.
+func openTestPty(t *testing.T) (master, slave *os.File) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master = os.NewFile(uintptr(m), "ptmx")
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	num, err := unix.IoctlGetUint32(m, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", num), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return master, slave
 }
