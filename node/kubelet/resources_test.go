@@ -167,6 +167,12 @@ func TestKubeletPodCgroupsAndSecurity(t *testing.T) {
 				t.Errorf("%s: container cgroup: %v", tc.pod.Name, err)
 			}
 		}
+		// A container's memory limit allows no swap beyond it.
+		if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil && tc.memory != "" {
+			if got := readCgroup(t, "memory", filepath.Join(tc.cgroup, cid), "memory.memsw.limit_in_bytes"); got != tc.memory {
+				t.Errorf("%s: container memory.memsw.limit_in_bytes %s, want %s", tc.pod.Name, got, tc.memory)
+			}
+		}
 		// oom_score_adj of the class, as far as the runtime may lower it
 		// (without CAP_SYS_RESOURCE, not below its own score).
 		pids := strings.Fields(readCgroup(t, "memory", filepath.Join(tc.cgroup, cid), "cgroup.procs"))

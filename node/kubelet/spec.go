@@ -243,7 +243,8 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 
 // resources maps requests and limits to cgroup settings as upstream does:
 // cpu shares from the request (limit when no request), a CFS quota from the
-// cpu limit, the memory limit.
+// cpu limit, the memory limit. The oom_score_adj is containerConfig's, the
+// pod's summed limits and pids.max its cgroup's (cgroups.go).
 func resources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
 	r := &runtimeapi.LinuxContainerResources{}
 	cpuReq, cpuLim := c.Resources.Requests.Cpu(), c.Resources.Limits.Cpu()
@@ -258,6 +259,9 @@ func resources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
 	}
 	if m := c.Resources.Limits.Memory(); !m.IsZero() {
 		r.MemoryLimitInBytes = m.Value()
+		// No swap beyond the limit (memory+swap = memory), as upstream's
+		// kubelet without the NodeSwap feature on cgroup v1.
+		r.MemorySwapLimitInBytes = m.Value()
 	}
 	return r
 }
