@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -675,4 +677,107 @@ func openTestPty(t *testing.T) (master, slave *os.File) {
 		t.Fatal(err)
 	}
 	return master, slave
+}
+
+// The same HTTPS server in front of containerd's CRI: containerd's own
+// streaming server answers the URLs, so exec and port-forward work through
+// the kubelet with nothing of the built-in runtime.
+func TestKubeletServerContainerd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the containerd test needs root (containerd, namespaces, mounts, bridges)")
+	}
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("the containerd test needs %s in PATH", bin)
+		}
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
+			t.Skipf("the containerd test needs /usr/lib/cni/%s", p)
+		}
+	}
+	c := startContainerd(t)
+	for _, tar := range append(testImages(t), pauseImage(t)) {
+		c.ctr("images", "import", tar)
+	}
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	cgroupRoot := "/navarch-ctrd-test-" + randHex(4)
+	t.Cleanup(func() {
+		hs, _ := filepath.Glob("/sys/fs/cgroup/*")
+		for _, h := range append(hs, "/sys/fs/cgroup") {
+			if err := removeCgroupTree(filepath.Join(h, cgroupRoot)); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	t.Cleanup(func() { c.removeSandboxes(rt) })
+
+	srv := apiservertest.Start(t)
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	k, err := New(Config{Client: srv.Client, NodeName: "kubelet-test", DataDir: dataDir, Runtime: rt, Images: img,
+		DefaultPodCIDR: c.subnet.String(), Version: "v1.34.0", RelistInterval: 200 * time.Millisecond,
+		BackoffInitial: time.Second, ImageGCInterval: time.Hour, CgroupRoot: cgroupRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- k.Run(ctx) }()
+	certs, err := pki.Ensure(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := NewServer(ServerConfig{Listener: ln, Runtime: rt, CertDir: filepath.Join(dataDir, "pki"), Hosts: []string{"127.0.0.1"}, ClientCAPEM: certs.CACertPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ks.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("kubelet: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("kubelet server: %v", err)
+		}
+	})
+
+	n := &testNode{t: t, client: srv.Client, node: "kubelet-test"}
+	shell := busyboxPod("shell", corev1.RestartPolicyNever, "exec sleep 3600")
+	shell.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+	shell.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
+	n.createAndWait(shell, corev1.PodRunning)
+	web := testPod("web", corev1.RestartPolicyAlways)
+	web.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
+	n.createAndWait(web, corev1.PodRunning)
+
+	cfg := kubeletClient(certs, ks.Port())
+	var out, errOut bytes.Buffer
+	err = kubeletStream(cfg, "/exec/default/shell/main", streamQuery(true, true, true, false, "sh", "-c", "cat; echo err >&2; exit 5"),
+		remotecommand.StreamOptions{Stdin: strings.NewReader("in\n"), Stdout: &out, Stderr: &errOut})
+	if exitCodeOf(err) != 5 || out.String() != "in\n" || errOut.String() != "err\n" {
+		t.Errorf("exec on containerd: %v, stdout %q, stderr %q", err, out.String(), errOut.String())
+	}
+	var body string
+	apiservertest.Eventually(t, 10*time.Second, "GET /hostname through port-forward on containerd", func() error {
+		var err error
+		body, err = kubeletPortForwardGet(cfg, "/portForward/default/web", 8080, "/hostname")
+		return err
+	})
+	if body != "web\n" {
+		t.Errorf("GET /hostname through port-forward on containerd: %q", body)
+	}
+	for _, name := range []string{"shell", "web"} {
+		n.deleteAndWait(name)
+	}
 }
