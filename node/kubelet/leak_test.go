@@ -225,6 +225,15 @@ func TestKubeletLeavesNoLeaks(t *testing.T) {
 		}
 	}
 
+	// The shared PID namespace's holder counts against its pod.
+	holderInPod := false
+	for _, p := range during["process in a pod cgroup"] {
+		holderInPod = holderInPod || strings.Contains(p, "runtime-shim pause")
+	}
+	if !holderInPod {
+		t.Errorf("no PID namespace holder in a pod cgroup: %v", during["process in a pod cgroup"])
+	}
+
 	// Two pods go while the kubelet is down, removed from the API at once
 	// (grace 0). The restarted kubelet finds the sandbox of the first
 	// without a pod and tears it down; of the second, as if the kubelet had

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -129,6 +130,7 @@ func (s *Server) setupSandbox(ctx context.Context, sb *sandbox, cfg *runtimeapi.
 			return err
 		}
 		sb.PausePID = pid
+		joinCgroup(pid, cfg.GetLinux().GetCgroupParent())
 	}
 	if err := writeEtcFiles(dir, hostname, "", cfg.GetDnsConfig()); err != nil {
 		return err
@@ -263,6 +265,26 @@ func (s *Server) startPause(sandboxID string) (int, error) {
 	}
 	go func() { _ = cmd.Wait() }()
 	return cmd.Process.Pid, nil
+}
+
+// joinCgroup moves pid into the pod's cgroup (the sandbox's CgroupParent)
+// in each hierarchy that has it, so that the PID namespace holder counts
+// against the pod as upstream's pause container does. The runtime makes no
+// such directory: the kubelet does, and removes it with the pod.
+func joinCgroup(pid int, parent string) {
+	if parent == "" {
+		return
+	}
+	hs, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, h := range hs {
+		procs := filepath.Join("/sys/fs/cgroup", h.Name(), parent, "cgroup.procs")
+		if _, err := os.Stat(procs); err != nil {
+			continue
+		}
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			slog.Warn("runtime cannot move pid namespace holder into the pod cgroup", "cgroup", procs, "err", err)
+		}
+	}
 }
 
 // processAlive reports whether pid runs and its command line mentions tag,
