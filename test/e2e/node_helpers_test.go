@@ -256,6 +256,14 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 	return n
 }
 
+// in is n for a subtest: its failures are t's (a subtest must not
+// FailNow its parent).
+func (n *nodeCluster) in(t *testing.T) *nodeCluster {
+	m := *n
+	m.t = t
+	return &m
+}
+
 // deleteAll deletes the test's workloads and waits for their pods to go,
 // which needs the agents running.
 func (n *nodeCluster) deleteAll() {

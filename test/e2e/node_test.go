@@ -202,6 +202,7 @@ func TestNodeStreaming(t *testing.T) {
 				}
 			})
 			t.Run("exec-it", func(t *testing.T) {
+				n := n.in(t)
 				screen, err := n.execTTY(c, "shell", [][2]string{{"# ", "echo hi-$((6*7))"}, {"hi-42", "stty size"}, {"24 80", "exit"}})
 				if err != nil {
 					t.Fatalf("kubectl exec -it: %v\nscreen:\n%s", err, screen)
@@ -211,6 +212,7 @@ func TestNodeStreaming(t *testing.T) {
 				}
 			})
 			t.Run("attach", func(t *testing.T) {
+				n := n.in(t)
 				// The pod reads its stdin; with stdinOnce the stream
 				// closes when this one session ends, and so the pod.
 				name := fmt.Sprintf("reader-%d", i)
@@ -227,6 +229,7 @@ func TestNodeStreaming(t *testing.T) {
 				})
 			})
 			t.Run("port-forward", func(t *testing.T) {
+				n := n.in(t)
 				nodePortForward(t, n, c, "pod/web")
 			})
 			t.Run("cp", func(t *testing.T) {
@@ -383,6 +386,7 @@ spec:
 `, a.name, nodeTestserver, nodeBusybox))
 
 	t.Run("liveness", func(t *testing.T) {
+		n := n.in(t)
 		live := n.waitPod("live", 30*time.Second, func(p *corev1.Pod) error { return nodeRunning(p) })
 		first := live.Status.ContainerStatuses[0]
 		if first.RestartCount != 0 {
@@ -415,6 +419,7 @@ spec:
 		}
 	})
 	t.Run("crashloop", func(t *testing.T) {
+		n := n.in(t)
 		eventually(t, 60*time.Second, func() error {
 			out := s.must(t, c, "get", "pod", "crash", "--no-headers")
 			if f := strings.Fields(out); len(f) < 4 || f[2] != "CrashLoopBackOff" || f[3] == "0" {
@@ -438,6 +443,7 @@ spec:
 		}
 	})
 	t.Run("oomkilled", func(t *testing.T) {
+		n := n.in(t)
 		p := n.waitPod("oom", 60*time.Second, func(p *corev1.Pod) error {
 			if p.Status.Phase != corev1.PodFailed {
 				return fmt.Errorf("phase %s", p.Status.Phase)
