@@ -37,6 +37,10 @@ import (
 // --service-account-issuer and --api-audiences.
 const DefaultServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 
+// LegacyServiceAccountIssuer is the issuer of the long-lived tokens of
+// kubernetes.io/service-account-token Secrets.
+const LegacyServiceAccountIssuer = "kubernetes/serviceaccount"
+
 const (
 	// boundTokenLeeway is how long past exp (and before nbf) a token is
 	// still accepted, and how long a bound pod may be in deletion before its
@@ -134,6 +138,23 @@ type tokenClaims struct {
 	NotBefore  int64             `json:"nbf"`
 	ID         string            `json:"jti,omitempty"`
 	Kubernetes *kubernetesClaims `json:"kubernetes.io,omitempty"`
+	legacyClaims
+}
+
+// legacyClaims are the private claims of Secret-held tokens, upstream's.
+type legacyClaims struct {
+	LegacyNamespace      string    `json:"kubernetes.io/serviceaccount/namespace,omitempty"`
+	LegacySecretName     string    `json:"kubernetes.io/serviceaccount/secret.name,omitempty"`
+	LegacyServiceAccount string    `json:"kubernetes.io/serviceaccount/service-account.name,omitempty"`
+	LegacyUID            types.UID `json:"kubernetes.io/serviceaccount/service-account.uid,omitempty"`
+}
+
+// legacyToken is the whole claim set of a Secret-held token: no expiry, no
+// audience.
+type legacyToken struct {
+	Issuer  string `json:"iss"`
+	Subject string `json:"sub"`
+	legacyClaims
 }
 
 // kubernetesClaims is the private "kubernetes.io" claim: what the token is
@@ -215,8 +236,17 @@ func (t *ServiceAccountTokens) hash() (crypto.Hash, hash.Hash) {
 	return crypto.SHA256, sha256.New()
 }
 
+// LegacyToken signs the token of a kubernetes.io/service-account-token
+// Secret, as upstream's tokens controller does: it never expires and is
+// valid while the Secret holds it and the service account (of that uid)
+// exists.
+func (t *ServiceAccountTokens) LegacyToken(namespace, serviceAccount string, uid types.UID, secret string) (string, error) {
+	return t.sign(legacyToken{Issuer: LegacyServiceAccountIssuer, Subject: serviceAccountUser(namespace, serviceAccount),
+		legacyClaims: legacyClaims{LegacyNamespace: namespace, LegacySecretName: secret, LegacyServiceAccount: serviceAccount, LegacyUID: uid}})
+}
+
 // sign makes the compact JWS of claims.
-func (t *ServiceAccountTokens) sign(claims tokenClaims) (string, error) {
+func (t *ServiceAccountTokens) sign(claims any) (string, error) {
 	header, _ := json.Marshal(map[string]string{"alg": t.alg, "kid": t.keyID})
 	payload, err := json.Marshal(claims)
 	if err != nil {
@@ -274,7 +304,7 @@ func (t *ServiceAccountTokens) verify(token string) (*tokenClaims, error) {
 		return nil, errNotOurs
 	}
 	// A JWT of another issuer (an OIDC provider's) is left to others.
-	if claims.Issuer != t.issuer {
+	if claims.Issuer != t.issuer && claims.Issuer != LegacyServiceAccountIssuer {
 		return nil, errNotOurs
 	}
 	if header.Alg != t.alg {
@@ -316,6 +346,12 @@ func (t *ServiceAccountTokens) Authenticate(r *http.Request) (*User, bool, error
 	if err != nil {
 		return nil, false, err
 	}
+	if t.reader == nil {
+		return nil, false, errors.New("service account tokens are not bound to a server")
+	}
+	if claims.Issuer == LegacyServiceAccountIssuer {
+		return t.authenticateLegacy(r, token, claims)
+	}
 	now := t.now()
 	if now.Add(-boundTokenLeeway).After(time.Unix(claims.Expiry, 0)) {
 		return nil, false, errors.New("service account token has expired")
@@ -329,9 +365,6 @@ func (t *ServiceAccountTokens) Authenticate(r *http.Request) (*User, bool, error
 	k := claims.Kubernetes
 	if k == nil || k.Namespace == "" || k.ServiceAccount.Name == "" || claims.Subject != serviceAccountUser(k.Namespace, k.ServiceAccount.Name) {
 		return nil, false, errors.New("service account token claims are incomplete")
-	}
-	if t.reader == nil {
-		return nil, false, errors.New("service account tokens are not bound to a server")
 	}
 	ctx := r.Context()
 	// The objects the token names must still be the ones it was issued for:
@@ -371,10 +404,50 @@ func (t *ServiceAccountTokens) Authenticate(r *http.Request) (*User, bool, error
 			return nil, false, errors.New("service account token has been invalidated")
 		}
 	}
+	return serviceAccountUserInfo(k.Namespace, k.ServiceAccount.Name), true, nil
+}
+
+func serviceAccountUserInfo(namespace, name string) *User {
 	return &User{
-		Name:   claims.Subject,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + k.Namespace, "system:authenticated"},
-	}, true, nil
+		Name:   serviceAccountUser(namespace, name),
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+	}
+}
+
+// authenticateLegacy checks a Secret-held token: the Secret must still hold
+// exactly this token, and its service account must exist with the uid the
+// token names.
+func (t *ServiceAccountTokens) authenticateLegacy(r *http.Request, token string, c *tokenClaims) (*User, bool, error) {
+	ns, name, secretName := c.LegacyNamespace, c.LegacyServiceAccount, c.LegacySecretName
+	if ns == "" || name == "" || secretName == "" || c.Subject != serviceAccountUser(ns, name) {
+		return nil, false, errors.New("service account token claims are incomplete")
+	}
+	ctx := r.Context()
+	obj, err := t.reader.Get(ctx, "", "v1", "secrets", ns, secretName)
+	if apierrors.IsNotFound(err) {
+		return nil, false, errors.New("service account token has been invalidated")
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("secret %s/%s: %w", ns, secretName, err)
+	}
+	secret := obj.(*corev1.Secret)
+	if secret.DeletionTimestamp != nil {
+		return nil, false, errors.New("service account token has been invalidated")
+	}
+	if string(secret.Data[corev1.ServiceAccountTokenKey]) != token {
+		return nil, false, errors.New("token does not match server's copy")
+	}
+	obj, err = t.reader.Get(ctx, "", "v1", "serviceaccounts", ns, name)
+	if apierrors.IsNotFound(err) {
+		return nil, false, fmt.Errorf("service account %s/%s has been deleted", ns, name)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("service account %s/%s: %w", ns, name, err)
+	}
+	if uid := objectUID(obj); uid != c.LegacyUID {
+		return nil, false, fmt.Errorf("service account UID (%s) does not match claim (%s)", uid, c.LegacyUID)
+	}
+	return serviceAccountUserInfo(ns, name), true, nil
 }
 
 func objectUID(obj any) types.UID {
