@@ -162,6 +162,14 @@ func TestHostNamespacesAndOOMScore(t *testing.T) {
 	if got := e.mustExec(id, "grep", "memory", "/proc/self/cgroup"); !strings.HasSuffix(got, ":"+filepath.Join(cfg.Linux.CgroupParent, id)) {
 		t.Errorf("memory cgroup %q, want under the sandbox's parent %s", got, cfg.Linux.CgroupParent)
 	}
+	// The sandbox's stats are its cgroup parent's.
+	stats, err := e.rt.PodSandboxStats(t.Context(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := stats.Stats.GetLinux(); l.GetMemory().GetUsageBytes().GetValue() == 0 || l.GetProcess().GetProcessCount().GetValue() != 1 || len(l.GetContainers()) != 1 {
+		t.Errorf("sandbox stats %v, want memory use, 1 process, 1 container", l)
+	}
 	// A score below the runtime's own needs CAP_SYS_RESOURCE; without it the
 	// container gets the runtime's score rather than failing to start.
 	own, _ := os.ReadFile("/proc/self/oom_score_adj")
