@@ -107,7 +107,6 @@ func agentFlags(fs *flag.FlagSet) nodeAgentFlags {
 	f.clusterDNS = fs.String("cluster-dns", "", "comma-separated DNS servers for pods of dnsPolicy ClusterFirst (default: the node's resolver)")
 	f.clusterDomain = fs.String("cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.insecureRegs = fs.String("insecure-registry", "", "comma-separated registries (host or host:port) pulled from over plain HTTP")
-	f.cgroupRoot = fs.String("cgroup-root", "/", "cgroup under which the pod cgroups go (ROOT/kubepods/...); each node on one machine needs its own")
 	f.podMaxPids = fs.Int64("pod-max-pids", -1, "most processes a pod may run (its cgroup's pids.max); -1 is unlimited")
 	return f
 }
@@ -120,6 +119,7 @@ func (f *nodeAgentFlags) ownNodeFlags(fs *flag.FlagSet) {
 	f.bridge = fs.String("bridge-name", "navarch0", "bridge of the built-in CNI network")
 	f.nodeIP = fs.String("node-ip", "", "the node's InternalIP (default: the address of the default route's interface)")
 	f.kubeletPort = fs.Int("kubelet-port", 10250, "port of the kubelet's HTTPS server (container logs for kubectl logs); 0 disables it")
+	f.cgroupRoot = fs.String("cgroup-root", "/", "cgroup under which the pod cgroups go (ROOT/kubepods/...); each node on one machine needs its own")
 }
 
 // config is the agent's Config from the flags; flags not defined are

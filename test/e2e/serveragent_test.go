@@ -55,15 +55,15 @@ func TestServerAgentAndJoin(t *testing.T) {
 	}
 	image := saTestserverImage(t)
 	cidr := saFreeCIDR(t)
-	own := saNode{name: "e2e-own-" + saRandHex(2), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t)}
+	own := saNode{name: "e2e-own-" + saRandHex(2), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t), cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
 	joined := saNode{name: "e2e-joined-" + saRandHex(2), dataDir: t.TempDir(), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t),
 		cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
 	fwd, fwdErr := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	_, nftErr := saNFTTable("cni-navarch")
-	// The cgroups the nodes make (the runtime's /navarch, the own node's
-	// /kubepods, the joined node's root) are removed unless they were there.
+	// The cgroups the nodes make (the runtime's /navarch and the nodes'
+	// cgroup roots) are removed unless they were there.
 	cgroups := map[string]bool{}
-	for _, name := range []string{"navarch", "kubepods"} {
+	for _, name := range []string{"navarch"} {
 		hs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
 		for _, h := range hs {
 			cgroups[h] = true
@@ -71,9 +71,11 @@ func TestServerAgentAndJoin(t *testing.T) {
 	}
 
 	// The API server reaches the kubelets at their InternalIP: loopback
-	// keeps that on this host.
+	// keeps that on this host. Each node has a cgroup root of its own, so
+	// that no kubelet on this machine takes another's pods for orphans.
 	s := startServer(t, "--disable-agent=false", "--cluster-cidr", cidr.String(), "--node-name", own.name,
-		"--bridge-name", own.bridge, "--kubelet-port", strconv.Itoa(own.kubeletPort), "--node-ip", "127.0.0.1")
+		"--bridge-name", own.bridge, "--kubelet-port", strconv.Itoa(own.kubeletPort), "--node-ip", "127.0.0.1",
+		"--cgroup-root", own.cgroupRoot)
 	own.dataDir = s.dataDir
 	c := clients(t)[0]
 	var agent *exec.Cmd
@@ -83,12 +85,17 @@ func TestServerAgentAndJoin(t *testing.T) {
 	// (their containers outlive the agents on purpose), then the agent and
 	// the server stop, then whatever they left is removed.
 	t.Cleanup(func() {
-		if r := s.kubectl(c, "", nil, "delete", "pods", "--all", "--wait=false"); r.err != nil {
+		if r := s.kubectl(c, "", nil, "delete", "pods", "--all", "--all-namespaces", "--wait=false"); r.err != nil {
 			t.Logf("cleanup: delete pods: %s", r)
 		}
 		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			if r := s.kubectl(c, "", nil, "get", "pods", "-o", "name"); r.err == nil && strings.TrimSpace(r.stdout) == "" {
+		for {
+			r := s.kubectl(c, "", nil, "get", "pods", "--all-namespaces", "-o", "name")
+			if r.err == nil && strings.TrimSpace(r.stdout) == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("cleanup: pods not gone after 60s: %s", r)
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -108,6 +115,9 @@ func TestServerAgentAndJoin(t *testing.T) {
 		}
 		s.stop()
 		for _, n := range []saNode{own, joined} {
+			if left := saLeftovers(n); len(left) > 0 {
+				t.Errorf("cleanup: node %s left, with its pods deleted and its agent stopped:\n%s", n.name, strings.Join(left, "\n"))
+			}
 			saRemoveLeftovers(t, n)
 		}
 		if nftErr != nil { // the built-in network's table, if this test made it
@@ -117,7 +127,7 @@ func TestServerAgentAndJoin(t *testing.T) {
 				}
 			}
 		}
-		for _, name := range []string{"navarch", "kubepods", strings.TrimPrefix(joined.cgroupRoot, "/")} {
+		for _, name := range []string{"navarch", own.cgroupRoot[1:], joined.cgroupRoot[1:]} {
 			hs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
 			for _, h := range hs {
 				if !cgroups[h] {
@@ -180,6 +190,10 @@ spec:
 	pod := saWaitRunning(t, s, c, "hello", own.name)
 	saWaitHostname(t, pod.Status.PodIP, "hello")
 	containerID := pod.Status.ContainerStatuses[0].ContainerID
+	v1, _ := filepath.Glob("/sys/fs/cgroup/*" + own.cgroupRoot + "/kubepods")
+	if v2, _ := filepath.Glob("/sys/fs/cgroup" + own.cgroupRoot + "/kubepods"); len(v1)+len(v2) == 0 {
+		t.Errorf("no pod cgroups under the server's --cgroup-root %s", own.cgroupRoot)
+	}
 
 	// Stopping the server leaves the container running; the restarted
 	// server's agent re-adopts it.
@@ -236,8 +250,7 @@ spec:
 	}
 
 	// The second node joins with the token alone: no kubeconfig, no CA
-	// file. A cgroup root of its own keeps it from taking the first
-	// node's pods for its own orphans.
+	// file.
 	agent = exec.Command(navarchBin, append(joinArgs(tok, joined), "--cgroup-root", joined.cgroupRoot)...)
 	agent.Stdout, agent.Stderr = &agentLog, &agentLog
 	if err := agent.Start(); err != nil {
@@ -395,6 +408,57 @@ func saFreeCIDR(t *testing.T) *net.IPNet {
 	return nil
 }
 
+// saLeftovers lists what the node's pods leave behind: mounts under its
+// data dir, shims, runc containers.
+func saLeftovers(n saNode) []string {
+	if n.dataDir == "" {
+		return nil
+	}
+	var out []string
+	for _, m := range saMounts(n.dataDir) {
+		out = append(out, "mount "+m)
+	}
+	for _, pid := range saShims(n.dataDir) {
+		out = append(out, fmt.Sprintf("shim %d", pid))
+	}
+	if b, err := exec.Command("runc", "--root", filepath.Join(n.dataDir, "runtime", "runc"), "list", "-q").Output(); err == nil && strings.TrimSpace(string(b)) != "" {
+		out = append(out, "runc containers "+strings.Join(strings.Fields(string(b)), ","))
+	}
+	return out
+}
+
+// saMounts lists the mount points under dir.
+func saMounts(dir string) []string {
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	return mounts
+}
+
+// saShims lists the built-in runtime's shims (re-execs of the binary)
+// that work under dir.
+func saShims(dir string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 1 && args[0] == navarchBin && args[1] == "runtime-shim" && strings.Contains(string(b), dir+"/") {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
 // saRemoveLeftovers removes what a stopped node's pods left if the test
 // failed before they were deleted: runc containers, shims, mounts under
 // its data dir (rootfs, namespace files, volumes), the containers'
@@ -412,18 +476,8 @@ func saRemoveLeftovers(t *testing.T, n saNode) {
 			}
 		}
 	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 1 && args[0] == navarchBin && args[1] == "runtime-shim" && strings.Contains(string(b), n.dataDir+"/") {
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+	for _, pid := range saShims(n.dataDir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	es, _ := os.ReadDir(filepath.Join(n.dataDir, "runtime", "containers"))
 	for _, e := range es {
@@ -433,13 +487,7 @@ func saRemoveLeftovers(t *testing.T, n saNode) {
 			_ = os.Remove(cg)
 		}
 	}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	var mounts []string
-	for _, l := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], n.dataDir+"/") {
-			mounts = append(mounts, f[4])
-		}
-	}
+	mounts := saMounts(n.dataDir)
 	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
 	for _, m := range mounts {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
