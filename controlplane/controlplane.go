@@ -45,6 +45,7 @@ import (
 	"github.com/navarch/navarch/controlplane/controllers/replicaset"
 	"github.com/navarch/navarch/controlplane/controllers/rootcacert"
 	"github.com/navarch/navarch/controlplane/controllers/serviceaccount"
+	"github.com/navarch/navarch/controlplane/controllers/serviceaccounttoken"
 	"github.com/navarch/navarch/controlplane/controllers/statefulset"
 	"github.com/navarch/navarch/controlplane/controllers/tainteviction"
 	"github.com/navarch/navarch/controlplane/controllers/ttlafterfinished"
@@ -258,6 +259,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"garbage collector":         garbagecollector.New(kube, dynamic.NewForConfigOrDie(restCfg), factory).Run,
 		"serviceaccount controller": serviceaccount.New(kube, factory).Run,
 		"root-ca-cert-publisher":    rootcacert.New(kube, factory, certs.CACertPEM).Run,
+		"serviceaccount-token":      serviceaccounttoken.New(kube, factory, saTokens, certs.CACertPEM).Run,
 		"endpoints controller":      endpoints.New(kube, factory).Run,
 		"nodelifecycle controller":  nodelifecycle.New(kube, factory, nodelifecycle.Config{GracePeriod: cfg.NodeMonitorGracePeriod, MonitorPeriod: cfg.NodeMonitorPeriod}).Run,
 		"taint eviction controller": tainteviction.New(kube, factory, nil).Run,

@@ -39,8 +39,9 @@ func (s *server) asToken(c client, token string, args ...string) result {
 }
 
 // kubectl create token with every client: defaults, --audience,
-// --duration, --bound-object-*, upstream's errors; the token works as
-// kubectl's credential until its service account goes. Every namespace
+// --duration, --bound-object-*, upstream's errors; the token, and that of
+// a kubernetes.io/service-account-token Secret, works as kubectl's
+// credential until its service account goes. Every namespace
 // has kube-root-ca.crt, and pods get the kube-api-access volume.
 func TestServiceAccountTokensWithKubectl(t *testing.T) {
 	s := startServer(t)
@@ -101,10 +102,39 @@ func TestServiceAccountTokensWithKubectl(t *testing.T) {
 				}
 				return nil
 			})
+			// A long-lived token in a Secret, as upstream's docs have users
+			// make one: filled in by the tokens controller.
+			if r := s.kubectl(c, fmt.Sprintf(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"builder-token","namespace":%q,
+				"annotations":{"kubernetes.io/service-account.name":"builder"}},"type":"kubernetes.io/service-account-token"}`, ns), nil, "apply", "-f", "-"); r.err != nil {
+				t.Fatalf("create the token secret: %s", r)
+			}
+			var secretToken string
+			eventually(t, 10*time.Second, func() error {
+				r := s.kubectl(c, "", nil, "-n", ns, "get", "secret", "builder-token", "-o", "jsonpath={.data.token}")
+				b, err := base64.StdEncoding.DecodeString(r.stdout)
+				if r.err != nil || err != nil || len(b) == 0 {
+					return fmt.Errorf("secret's token: %s", r)
+				}
+				secretToken = string(b)
+				return nil
+			})
+			if r := s.asToken(c, secretToken, "-n", ns, "get", "secrets", "-o", "name"); r.err != nil || !strings.Contains(r.stdout, "secret/builder-token") {
+				t.Errorf("kubectl with the secret's token: %s", r)
+			}
+
 			s.must(t, c, "-n", ns, "delete", "serviceaccount", "builder")
 			if r := s.asToken(c, strings.TrimSpace(token), "get", "pods"); r.err == nil || !strings.Contains(r.stderr, "Unauthorized") {
 				t.Errorf("the token of a deleted service account: %s", r)
 			}
+			eventually(t, 10*time.Second, func() error {
+				if r := s.kubectl(c, "", nil, "-n", ns, "get", "secret", "builder-token"); r.err == nil || !strings.Contains(r.stderr, "NotFound") {
+					return fmt.Errorf("the secret of a deleted service account: %s", r)
+				}
+				if r := s.asToken(c, secretToken, "get", "pods"); r.err == nil || !strings.Contains(r.stderr, "Unauthorized") {
+					return fmt.Errorf("the secret's token of a deleted service account: %s", r)
+				}
+				return nil
+			})
 			// The namespace has the root CA, equal to the cluster's.
 			ca, err := os.ReadFile(filepath.Join(s.dataDir, "pki", "ca.crt"))
 			if err != nil {
