@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -125,7 +126,7 @@ func shimContainer(args []string) error {
 	}
 	pidFile := filepath.Join(*dir, "init.pid")
 	runcLog := filepath.Join(*dir, "runc.log")
-	runArgs := []string{"--root", *root, "--log", runcLog, "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile}
+	runArgs := []string{"--root", *root, "--log", runcLog, "--log-format", "json", "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile}
 	var copiers sync.WaitGroup
 	if *tty {
 		master, err := createWithTerminal(*runc, runArgs, *id)
@@ -306,8 +307,11 @@ func lastRuncError(path string) string {
 	b, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		if j := strings.Index(lines[i], `"msg":`); j >= 0 {
-			return strings.TrimSuffix(lines[i][j+6:], "}")
+		var entry struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(lines[i]), &entry) == nil && entry.Msg != "" {
+			return entry.Msg
 		}
 	}
 	return strings.TrimSpace(string(b))

@@ -157,7 +157,7 @@ func (r streamer) Exec(ctx context.Context, id string, cmd []string, st streamin
 	if err := writeJSON(procFile, &proc); err != nil {
 		return err
 	}
-	args := []string{"--root", s.runcRoot(), "exec", "--process", procFile, "--pid-file", pidFile}
+	args := []string{"--root", s.runcRoot(), "--log", filepath.Join(tmp, "runc.log"), "--log-format", "json", "exec", "--process", procFile, "--pid-file", pidFile}
 	if st.Tty {
 		return r.execTty(ctx, c.ID, append(args, "--tty", c.ID), pidFile, st, pending)
 	}
@@ -250,6 +250,11 @@ func (r streamer) waitExec(ctx context.Context, id string, p *proc, pidFile stri
 	switch {
 	case err == nil:
 		return nil
+	case !fileExists(pidFile):
+		// runc writes the pid file once the command runs: without one the
+		// command never started (not found, not executable), which is an
+		// error of the exec, not an exit code of the command.
+		return fmt.Errorf("OCI runtime exec failed: %s", lastRuncError(filepath.Join(filepath.Dir(pidFile), "runc.log")))
 	case errors.As(err, &ee) && ee.ExitCode() > 0:
 		return streaming.ExitError{Code: ee.ExitCode()}
 	default:
@@ -329,6 +334,11 @@ func openPty() (master, slave *os.File, err error) {
 		return nil, nil, err
 	}
 	return master, slave, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // proc is a started command whose end can be waited for more than once.

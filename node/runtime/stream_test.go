@@ -96,6 +96,11 @@ func TestStreamingExecAttachPortForward(t *testing.T) {
 	if exitCode(err) != 7 || out.String() != "out\n" || errOut.String() != "err\n" {
 		t.Errorf("exec: err %v, stdout %q, stderr %q", err, out.String(), errOut.String())
 	}
+	// A command that cannot start is an error of the exec, as upstream's.
+	err = stream(t, execURL(false, false, "nosuch"), remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+	if err == nil || exitCode(err) != -1 || !strings.Contains(err.Error(), `exec: "nosuch": executable file not found`) {
+		t.Errorf("exec of a missing command: %v", err)
+	}
 	// The URL was single-use.
 	if err := stream(t, u, remotecommand.StreamOptions{Stdout: &out}); err == nil {
 		t.Error("a used URL served a second session")
