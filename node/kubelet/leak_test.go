@@ -182,7 +182,14 @@ func TestKubeletLeavesNoLeaks(t *testing.T) {
 	n.createAndWait(guaranteed, corev1.PodRunning)
 	n.createAndWait(initPod, corev1.PodRunning)
 	n.createAndWait(hostNet, corev1.PodRunning)
-	n.createAndWait(oom, corev1.PodFailed)
+	oomed, _ := n.createAndWait(oom, corev1.PodFailed)
+	// A finished pod's cgroup goes at once; its logs stay until deletion.
+	apiservertest.Eventually(t, 10*time.Second, "finished pod's cgroup removed", func() error {
+		if hs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", n.cgroupRoot, "kubepods", "burstable", "pod"+string(oomed.UID))); len(hs) > 0 {
+			return fmt.Errorf("left: %v", hs)
+		}
+		return nil
+	})
 	for _, p := range []*corev1.Pod{crash, badCmd, noConfig} {
 		if _, err := n.client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

@@ -155,6 +155,12 @@ func (k *Kubelet) syncPod(ctx context.Context, uid types.UID, pod *corev1.Pod) (
 				}
 			}
 		}
+		// As upstream, a finished pod's cgroup goes once nothing runs in
+		// it; its directory (logs) stays until the pod is deleted.
+		if err := k.removePodCgroup(pod.UID); err != nil {
+			slog.Warn("kubelet cannot remove pod cgroup", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+			return 2 * time.Second, false
+		}
 		return 0, false
 	}
 
