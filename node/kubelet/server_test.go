@@ -637,6 +637,16 @@ func TestKubeletKubectlTerminal(t *testing.T) {
 
 	master, out, _ = interactive("attach", "-it", "tty")
 	waitFor(out, "a42b", func() { _, _ = master.Write([]byte("echo a$((6*7))b\r")) })
+
+	// kubectl run -it --rm: create, attach to the new tty container, and
+	// delete the pod when its shell exits.
+	master, out, cmd = interactive("run", "-it", "--rm", "oneshot", "--image=navarch.io/busybox:1", "--restart=Never",
+		`--overrides={"apiVersion":"v1","spec":{"nodeName":"kubelet-test","terminationGracePeriodSeconds":0}}`, "--", "sh")
+	waitFor(out, "b56c", func() { _, _ = master.Write([]byte("echo b$((7*8))c\r")) })
+	_, _ = master.Write([]byte("exit 0\r"))
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), `pod "oneshot" deleted`) {
+		t.Errorf("kubectl run -it --rm: %v; terminal %q", err, out.String())
+	}
 	for _, name := range []string{"shell", "tty"} {
 		n.deleteAndWait(name)
 	}
