@@ -126,6 +126,73 @@ func TestKubeletServiceAccountTokenVolume(t *testing.T) {
 	})
 }
 
+// A pod created in a namespace before the control plane gave that
+// namespace its "default" service account and kube-root-ca.crt waits for
+// them instead of failing its start.
+func TestKubeletTokenVolumeOutrunsNamespaceSetup(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tokens, err := apiserver.NewServiceAccountTokens(key, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, func(c *apiserver.Config) {
+		c.Admission = append(c.Admission, serviceaccount.New())
+		c.Authenticators = append([]apiserver.Authenticator{tokens}, c.Authenticators...)
+	})
+	if _, err := n.builtin.Store.Get("navarch.io/busybox:1"); err != nil {
+		t.Skip("no busybox image (install busybox-static)")
+	}
+	ctx := context.Background()
+	if _, err := n.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := busyboxPod("early", corev1.RestartPolicyNever, "cat "+serviceaccount.MountPath+"/namespace")
+	pod.Namespace = "fresh"
+	pods := n.client.CoreV1().Pods("fresh")
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// What the serviceaccount and root CA controllers would make, made
+	// late on purpose, after the kubelet has had time to get to the volume.
+	time.Sleep(500 * time.Millisecond)
+	if _, err := n.client.CoreV1().ServiceAccounts("fresh").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.client.CoreV1().ConfigMaps("fresh").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: rootCAConfigMap},
+		Data: map[string]string{"ca.crt": "ca"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	apiservertest.Eventually(t, 30*time.Second, "pod early succeeded", func() error {
+		p, err := pods.Get(ctx, "early", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+	events, err := n.client.CoreV1().Events("fresh").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if e.Reason == "Failed" {
+			t.Errorf("the pod's start failed on the way: %s", e.Message)
+		}
+	}
+	zero := int64(0)
+	if err := pods.Delete(ctx, "early", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	apiservertest.Eventually(t, 10*time.Second, "nothing left on the node", func() error {
+		if l := n.leftovers(); len(l) > 0 {
+			return fmt.Errorf("left: %v", l)
+		}
+		return nil
+	})
+}
+
 // A running container sees updates of its configMap and secret volumes,
 // and of the labels of its downward API volume, as upstream's kubelet
 // propagates them.

@@ -10,6 +10,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -69,7 +70,11 @@ func (m *tokenManager) token(ctx context.Context, pod *corev1.Pod, src *corev1.S
 	if src.Audience != "" {
 		tr.Spec.Audiences = []string{src.Audience}
 	}
-	out, err := m.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, tr, metav1.CreateOptions{})
+	var out *authenticationv1.TokenRequest
+	err := waitForSystemObject(ctx, func() (err error) {
+		out, err = m.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, tr, metav1.CreateOptions{})
+		return err
+	})
 	if err != nil {
 		// A token that is due for refresh but not expired still serves.
 		if cached != nil && m.now().Before(cached.Status.ExpirationTimestamp.Time) {
@@ -85,6 +90,29 @@ func (m *tokenManager) token(ctx context.Context, pod *corev1.Pod, src *corev1.S
 	m.cache[key] = out
 	m.mu.Unlock()
 	return []byte(out.Status.Token), nil
+}
+
+// systemObjectWait is how long a pod's volumes wait for what the control
+// plane makes in every new namespace (the "default" service account,
+// kube-root-ca.crt): a pod created right after its namespace can outrun
+// those controllers, and failing would hold it up for a whole retry.
+const systemObjectWait = 3 * time.Second
+
+// waitForSystemObject calls f until it finds what it reads or
+// systemObjectWait has passed.
+func waitForSystemObject(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(systemObjectWait)
+	for {
+		err := f()
+		if !apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // needsRefresh is upstream's rule: within 20% of the lifetime of expiry,

@@ -170,6 +170,10 @@ func containerNamed(pod *corev1.Pod, name string) *corev1.Container {
 	return nil
 }
 
+// rootCAConfigMap is the ConfigMap of the cluster CA in every namespace,
+// part of every pod's service account token volume.
+const rootCAConfigMap = "kube-root-ca.crt"
+
 // apiVolumeFiles returns the files of an API-backed volume; ok is false for
 // other volume types.
 func (k *Kubelet) apiVolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (files []volumeFile, kind string, ok bool, err error) {
@@ -189,6 +193,14 @@ func (k *Kubelet) apiVolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1
 		for _, src := range v.Projected.Sources {
 			var part []volumeFile
 			switch {
+			case src.ConfigMap != nil && src.ConfigMap.Name == rootCAConfigMap:
+				// Made by the control plane for every namespace, maybe
+				// not yet for a brand-new one.
+				err = waitForSystemObject(ctx, func() (err error) {
+					part, err = k.configMapFiles(ctx, pod.Namespace, &corev1.ConfigMapVolumeSource{LocalObjectReference: src.ConfigMap.LocalObjectReference,
+						Items: src.ConfigMap.Items, Optional: src.ConfigMap.Optional}, def)
+					return err
+				})
 			case src.ConfigMap != nil:
 				part, err = k.configMapFiles(ctx, pod.Namespace, &corev1.ConfigMapVolumeSource{LocalObjectReference: src.ConfigMap.LocalObjectReference,
 					Items: src.ConfigMap.Items, Optional: src.ConfigMap.Optional}, def)
