@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -191,7 +192,12 @@ func (m *cgroupManager) ensurePod(pod *corev1.Pod, burstableShares int64) (strin
 			return "", err
 		}
 	}
-	// BestEffort pods share the least cpu; Burstable ones their requests.
+	// All pods together weigh the node's cpus (upstream's allocatable, no
+	// cpu being reserved here); BestEffort pods share the least cpu,
+	// Burstable ones their requests.
+	if err := m.write(m.qosCgroup(corev1.PodQOSGuaranteed), "cpu", "cpu.shares", strconv.FormatInt(milliToShares(int64(goruntime.NumCPU())*1000), 10)); err != nil {
+		return "", err
+	}
 	if err := m.write(m.qosCgroup(corev1.PodQOSBestEffort), "cpu", "cpu.shares", "2"); err != nil {
 		return "", err
 	}

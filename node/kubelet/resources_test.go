@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -184,6 +185,9 @@ func TestKubeletPodCgroupsAndSecurity(t *testing.T) {
 		if got, w := strings.TrimSpace(string(adj)), max(tc.oom, int64(ownAdj)); got != strconv.FormatInt(tc.oom, 10) && got != strconv.FormatInt(w, 10) {
 			t.Errorf("%s: oom_score_adj %s, want %d (or %d, the runtime's own floor)", tc.pod.Name, got, tc.oom, w)
 		}
+	}
+	if got, want := readCgroup(t, "cpu", kubepods, "cpu.shares"), fmt.Sprint(1024*goruntime.NumCPU()); got != want {
+		t.Errorf("kubepods cpu.shares %s, want %s (the node's cpus)", got, want)
 	}
 	if got := readCgroup(t, "cpu", filepath.Join(kubepods, "besteffort"), "cpu.shares"); got != "2" {
 		t.Errorf("besteffort cpu.shares %s, want 2", got)
