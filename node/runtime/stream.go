@@ -169,62 +169,78 @@ func (r streamer) Exec(ctx context.Context, id string, cmd []string, st streamin
 // pipe's end itself and sees EOF when the client closes stdin.
 func (r streamer) execPipes(ctx context.Context, id string, args []string, pidFile string, st streaming.Streams) error {
 	cmd := exec.Command(r.s.cfg.Runc, args...)
-	var closeAfterStart []io.Closer
-	var outputs sync.WaitGroup
-	if st.Stdin != nil {
+	// The child's ends are closed once it has them; ours when the session
+	// is done with them.
+	var childEnds, ourEnds []*os.File
+	defer func() {
+		for _, f := range append(childEnds, ourEnds...) {
+			f.Close()
+		}
+	}()
+	pipe := func() (*os.File, *os.File, error) {
 		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, nil, fmt.Errorf("container %s: exec: %w", id, err)
+		}
+		return pr, pw, nil
+	}
+	var stdinW *os.File
+	if st.Stdin != nil {
+		pr, pw, err := pipe()
 		if err != nil {
 			return err
 		}
-		cmd.Stdin = pr
-		closeAfterStart = append(closeAfterStart, pr)
+		cmd.Stdin, stdinW = pr, pw
+		childEnds, ourEnds = append(childEnds, pr), append(ourEnds, pw)
+	}
+	type output struct {
+		w  io.Writer
+		pr *os.File
+	}
+	var outputs []output
+	for _, o := range []struct {
+		w   io.Writer
+		set *io.Writer
+	}{{st.Stdout, &cmd.Stdout}, {st.Stderr, &cmd.Stderr}} {
+		if o.w == nil {
+			continue
+		}
+		pr, pw, err := pipe()
+		if err != nil {
+			return err
+		}
+		*o.set = pw
+		childEnds, ourEnds = append(childEnds, pw), append(ourEnds, pr)
+		outputs = append(outputs, output{o.w, pr})
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("container %s: exec: %w", id, err)
+	}
+	for _, f := range childEnds {
+		f.Close()
+	}
+	childEnds = nil
+	if stdinW != nil {
 		// Not waited for: a client that never closes stdin must not keep
 		// the session open once the command ended.
 		go func() {
-			_, _ = io.Copy(pw, st.Stdin)
-			pw.Close()
+			_, _ = io.Copy(stdinW, st.Stdin)
+			stdinW.Close()
 		}()
-		defer pw.Close()
 	}
-	out := func(w io.Writer) (*os.File, error) {
-		if w == nil {
-			return nil, nil
-		}
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		closeAfterStart = append(closeAfterStart, pw)
-		outputs.Add(1)
+	var copying sync.WaitGroup
+	for _, o := range outputs {
+		copying.Add(1)
 		go func() {
-			defer outputs.Done()
-			defer pr.Close()
-			_, _ = io.Copy(w, pr)
+			defer copying.Done()
+			_, _ = io.Copy(o.w, o.pr)
 		}()
-		return pw, nil
 	}
-	stdout, err := out(st.Stdout)
-	if err != nil {
-		return err
-	}
-	stderr, err := out(st.Stderr)
-	if err != nil {
-		return err
-	}
-	if stdout != nil {
-		cmd.Stdout = stdout
-	}
-	if stderr != nil {
-		cmd.Stderr = stderr
-	}
-	err = cmd.Start()
-	for _, c := range closeAfterStart {
-		c.Close()
-	}
-	if err != nil {
-		return fmt.Errorf("container %s: exec: %w", id, err)
-	}
-	return r.waitExec(ctx, id, waitProc(cmd), pidFile, &outputs, nil)
+	return r.waitExec(ctx, id, waitProc(cmd), pidFile, &copying, func() {
+		for _, o := range outputs {
+			o.pr.Close()
+		}
+	})
 }
 
 // waitExec waits for runc exec (killing the command if the client goes
