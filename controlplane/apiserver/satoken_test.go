@@ -6,8 +6,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -329,5 +332,56 @@ func TestTokenRequestExtendsTheKubeletDefault(t *testing.T) {
 	}
 	if left := time.Until(tr.Status.ExpirationTimestamp.Time); left > 3607*time.Second || left < 3500*time.Second {
 		t.Errorf("expirationTimestamp %v from now, want 3607 s", left)
+	}
+}
+
+// The discovery document and key set let a verifier outside the cluster
+// check a token with nothing but them.
+func TestServiceAccountIssuerDiscovery(t *testing.T) {
+	ts := startTokenServer(t)
+	ctx := context.Background()
+	if _, err := ts.admin.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	token := ts.createToken(t, "builder", authenticationv1.TokenRequestSpec{}).Status.Token
+	getJSON := func(path, wantType string, into any) {
+		t.Helper()
+		resp, err := http.Get(ts.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != wantType {
+			t.Fatalf("GET %s: %s %s", path, resp.Status, resp.Header.Get("Content-Type"))
+		}
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var doc map[string]any
+	getJSON("/.well-known/openid-configuration", "application/json", &doc)
+	if doc["issuer"] != DefaultServiceAccountIssuer || !strings.HasSuffix(doc["jwks_uri"].(string), "/openid/v1/jwks") ||
+		fmt.Sprint(doc["id_token_signing_alg_values_supported"]) != "[ES256]" {
+		t.Errorf("discovery document %v", doc)
+	}
+	var set struct{ Keys []jwk }
+	getJSON("/openid/v1/jwks", "application/jwk-set+json", &set)
+	if len(set.Keys) != 1 || set.Keys[0].Kty != "EC" || set.Keys[0].Crv != "P-256" || set.Keys[0].Use != "sig" {
+		t.Fatalf("key set %+v", set)
+	}
+	k := set.Keys[0]
+	x, _ := base64.RawURLEncoding.DecodeString(k.X)
+	y, _ := base64.RawURLEncoding.DecodeString(k.Y)
+	pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+	parts := strings.Split(token, ".")
+	var header struct{ Alg, Kid string }
+	h, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	if err := json.Unmarshal(h, &header); err != nil || header.Kid != k.Kid || header.Alg != "ES256" {
+		t.Fatalf("token header %s, key id %s", h, k.Kid)
+	}
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if len(sig) != 64 || !ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+		t.Fatal("the token does not verify with the published key")
 	}
 }

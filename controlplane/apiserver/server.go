@@ -211,6 +211,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		serveOptional(w, r, s.cfg.OpenAPIV3)
 	case path == "/debug/pprof" || strings.HasPrefix(path, "/debug/pprof/"):
 		s.serveProfiling(w, r)
+	case path == issuerDiscoveryPath || path == jwksPath:
+		s.serveIssuerDiscovery(w, r)
 	case path == "/api" || path == "/apis" || path == "/api/v1" || (strings.HasPrefix(path, "/apis/") && strings.Count(strings.Trim(path, "/"), "/") <= 2):
 		s.discovery.serve(w, r, s.cfg.ServerAddress)
 	default:
