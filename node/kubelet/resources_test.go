@@ -243,14 +243,17 @@ func TestKubeletPodCgroupsAndSecurity(t *testing.T) {
 	okPod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true), RunAsUser: ptrTo(int64(1001))}
 	n.createAndWait(okPod, corev1.PodSucceeded)
 
-	// hostPID and hostIPC: the host's namespaces.
-	host := busyboxPod("hostns", corev1.RestartPolicyNever, "readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc")
-	host.Spec.HostPID, host.Spec.HostIPC = true, true
+	// hostNetwork, hostPID and hostIPC: the host's namespaces.
+	host := busyboxPod("hostns", corev1.RestartPolicyNever, "readlink /proc/self/ns/net; readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc")
+	host.Spec.HostNetwork, host.Spec.HostPID, host.Spec.HostIPC = true, true, true
 	done, _ = n.createAndWait(host, corev1.PodSucceeded)
-	pidNS, _ := os.Readlink("/proc/self/ns/pid")
-	ipcNS, _ := os.Readlink("/proc/self/ns/ipc")
-	if got := logText(t, filepath.Join(n.dataDir, "pods", string(done.UID), "logs", "main", "0.log")); got != pidNS+"\n"+ipcNS {
-		t.Errorf("hostPID/hostIPC pod saw %q, want %s and %s", got, pidNS, ipcNS)
+	var hostNS []string
+	for _, ns := range []string{"net", "pid", "ipc"} {
+		l, _ := os.Readlink("/proc/self/ns/" + ns)
+		hostNS = append(hostNS, l)
+	}
+	if got := logText(t, filepath.Join(n.dataDir, "pods", string(done.UID), "logs", "main", "0.log")); got != strings.Join(hostNS, "\n") {
+		t.Errorf("host namespaces pod saw %q, want %q", got, hostNS)
 	}
 
 	for _, name := range []string{"guaranteed", "burstable", "besteffort", "secure", "secure-root", "nonroot", "nonroot-ok", "hostns"} {
