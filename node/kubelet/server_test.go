@@ -68,7 +68,12 @@ func logNode(t *testing.T) (*testNode, *pki.Bundle, int32) {
 		}
 	})
 	// The kubelet publishes the port and the loopback address from its
-	// next start on.
+	// next start on. The first one is let finish registering: stopped
+	// mid-create, its Node may appear after the next one found none.
+	apiservertest.Eventually(t, 10*time.Second, "node registered", func() error {
+		_, err := n.client.CoreV1().Nodes().Get(context.Background(), n.node, metav1.GetOptions{})
+		return err
+	})
 	n.kubeletPort, n.nodeIP = srv.Port(), "127.0.0.1"
 	n.stopKubelet()
 	n.startKubelet()
@@ -405,6 +410,16 @@ func TestKubeletServerStreaming(t *testing.T) {
 		if resp.StatusCode != c.code || !strings.Contains(string(b), c.msg) {
 			t.Errorf("POST %s: %s %q, want %d %q", c.path, resp.Status, b, c.code, c.msg)
 		}
+	}
+	// run: a command's output in the response.
+	resp, err := admin.Post(cfg.Host+"/run/default/shell/main?cmd="+url.QueryEscape("echo ran here"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "ran here\n" {
+		t.Errorf("POST /run: %s %q", resp.Status, b)
 	}
 	for _, name := range []string{"shell", "reader", "web"} {
 		n.deleteAndWait(name)
