@@ -113,6 +113,16 @@ func TestStreamingExecAttachPortForward(t *testing.T) {
 		t.Errorf("exec with stdin: err %v, stdout %q", err, out.String())
 	}
 
+	// A command that ends without reading stdin ends the session, though
+	// the client's stdin stays open.
+	out.Reset()
+	openR, openW := io.Pipe()
+	defer openW.Close()
+	err = stream(t, execURL(false, true, "echo", "done"), remotecommand.StreamOptions{Stdin: openR, Stdout: &out, Stderr: &errOut})
+	if err != nil || out.String() != "done\n" {
+		t.Errorf("exec not reading stdin: err %v, stdout %q", err, out.String())
+	}
+
 	// A terminal: the first size applies from the start, resizes follow.
 	sizes := make(sizeQueue, 2)
 	sizes <- remotecommand.TerminalSize{Width: 100, Height: 40}
