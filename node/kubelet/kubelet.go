@@ -427,6 +427,7 @@ func (k *Kubelet) forget(uid types.UID) {
 			delete(k.waiting, key)
 		}
 	}
+	k.tokens.forget(uid)
 }
 
 // podDir is DATA_DIR/pods/<uid>, removed with the pod.

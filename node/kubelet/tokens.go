@@ -126,6 +126,17 @@ func (m *tokenManager) needsRefresh(tr *authenticationv1.TokenRequest) bool {
 	return now.After(exp.Add(-ttl).Add(tokenMaxTTL-jitter)) || now.After(exp.Add(-ttl/5-jitter))
 }
 
+// forget drops the tokens of a pod that is gone.
+func (m *tokenManager) forget(uid types.UID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.cache {
+		if k.pod == uid {
+			delete(m.cache, k)
+		}
+	}
+}
+
 // pruneLocked drops expired tokens, of pods long gone among them.
 func (m *tokenManager) pruneLocked() {
 	now := m.now()

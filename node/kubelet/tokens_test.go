@@ -73,6 +73,17 @@ func TestTokenManagerRefreshesBeforeExpiry(t *testing.T) {
 	if b, _ := m.token(context.Background(), pod, &other); string(b) != "token-3" || len(last.Spec.Audiences) != 0 {
 		t.Fatalf("token for the API's audience %q (audiences %v)", b, last.Spec.Audiences)
 	}
+	// A pod that is gone takes its tokens along.
+	m.forget("other-pod")
+	if len(m.cache) != 2 {
+		t.Fatalf("forgetting another pod dropped tokens: %d left", len(m.cache))
+	}
+	defer func() {
+		m.forget(pod.UID)
+		if len(m.cache) != 0 {
+			t.Errorf("%d tokens left after the pod was forgotten", len(m.cache))
+		}
+	}()
 	failing = true
 	now = start.Add(801*time.Second + 900*time.Second)
 	if got := get(); got != "token-2" {
