@@ -404,6 +404,20 @@ func (t *ServiceAccountTokens) Authenticate(r *http.Request) (*User, bool, error
 			return nil, false, errors.New("service account token has been invalidated")
 		}
 	}
+	// A token bound to a node (not a pod on it, where the node is only
+	// information) lives as long as that node.
+	if k.Node != nil && k.Pod == nil {
+		obj, err := t.reader.Get(ctx, "", "v1", "nodes", "", k.Node.Name)
+		if apierrors.IsNotFound(err) {
+			return nil, false, fmt.Errorf("node %s has been deleted", k.Node.Name)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("node %s: %w", k.Node.Name, err)
+		}
+		if got := objectUID(obj); got != k.Node.UID {
+			return nil, false, fmt.Errorf("node UID (%s) does not match claim (%s)", got, k.Node.UID)
+		}
+	}
 	return serviceAccountUserInfo(k.Namespace, k.ServiceAccount.Name), true, nil
 }
 

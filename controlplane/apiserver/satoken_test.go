@@ -292,6 +292,19 @@ func TestServiceAccountTokenAuthenticates(t *testing.T) {
 		t.Fatalf("the unbound token stopped working with the pod: %v", err)
 	}
 
+	// A token bound to a node lives as long as the node.
+	if _, err := ts.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nodeToken := ts.createToken(t, "builder", authenticationv1.TokenRequestSpec{BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: "n1"}})
+	if u, err := ts.whoami(nodeToken.Status.Token); err != nil || u.Name != "system:serviceaccount:default:builder" {
+		t.Fatalf("node-bound token: %+v %v", u, err)
+	}
+	if err := ts.admin.CoreV1().Nodes().Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustUnauthorized(t, ts, nodeToken.Status.Token, "a token of a deleted node")
+
 	// ... and every token as long as its service account, not a namesake.
 	if err := sas.Delete(ctx, "builder", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

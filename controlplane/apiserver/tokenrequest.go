@@ -22,7 +22,7 @@ var tokenRequestKind = authenticationv1.SchemeGroupVersion.WithKind("TokenReques
 // authentication.k8s.io/v1 TokenRequest in, the same with status.token and
 // status.expirationTimestamp out, as upstream's TokenRequest API. Nothing is
 // stored; the token is good for as long as the service account (and the
-// object it is bound to) lives, or until it expires.
+// pod, secret or node it is bound to) lives, or until it expires.
 func (s *Server) tokenRequest(w http.ResponseWriter, r *http.Request, req request) {
 	fail := func(err error) { writeErrorFor(w, r, err, req.res, req.name) }
 	tokens := s.serviceAccountTokens()
@@ -110,6 +110,14 @@ func (s *Server) tokenRequest(w http.ResponseWriter, r *http.Request, req reques
 					bound.node = obj.(*corev1.Node)
 				}
 			}
+		case gvk.Group == "" && gvk.Kind == "Node":
+			obj, err := s.Get(ctx, "", "v1", "nodes", "", ref.Name)
+			if err != nil {
+				fail(err)
+				return
+			}
+			bound.node = obj.(*corev1.Node)
+			uid, plural = string(bound.node.UID), "nodes"
 		case gvk.Group == "" && gvk.Kind == "Secret":
 			obj, err := s.Get(ctx, "", "v1", "secrets", req.namespace, ref.Name)
 			if err != nil {
