@@ -37,6 +37,12 @@ func (k *Kubelet) registerNode(ctx context.Context, v *runtimeapi.VersionRespons
 			"kubernetes.io/hostname": name, "kubernetes.io/os": goruntime.GOOS, "kubernetes.io/arch": goruntime.GOARCH,
 			"beta.kubernetes.io/os": goruntime.GOOS, "beta.kubernetes.io/arch": goruntime.GOARCH,
 		}}}, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			// Another kubelet of this node (a previous run still shutting
+			// down) registered it between our Get and Create: take its
+			// object, as upstream does.
+			node, err = nodes.Get(ctx, name, metav1.GetOptions{})
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("register node %s: %w", name, err)
