@@ -149,6 +149,16 @@ func TestServiceAccountTokensWithKubectl(t *testing.T) {
 			})
 		})
 	}
+
+	// The signing key is kept in the data dir: tokens outlive a restart.
+	c := clients(t)[0]
+	s.must(t, c, "create", "serviceaccount", "survivor")
+	token := strings.TrimSpace(s.must(t, c, "create", "token", "survivor"))
+	s.stop()
+	s.start()
+	if r := s.asToken(c, token, "get", "serviceaccount", "survivor", "-o", "name"); r.err != nil {
+		t.Errorf("a token from before the restart: %s", r)
+	}
 }
 
 // A pod on a real node reads its token, the cluster CA and its namespace
