@@ -111,6 +111,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if h, err := os.Hostname(); err == nil {
 		hosts = append(hosts, h)
 	}
+	// Agents on other machines reach the server at its advertised address:
+	// the serving certificate must name it too.
+	advertise := cfg.AdvertiseAddress
+	if advertise == "" {
+		advertise = hostAddress(host)
+	}
+	if advertise != host {
+		hosts = append(hosts, advertise)
+	}
 	certs, err := pki.Ensure(filepath.Join(cfg.DataDir, "pki"), hosts)
 	if err != nil {
 		return err
@@ -203,10 +212,6 @@ func Run(ctx context.Context, cfg Config) error {
 		srv.Shutdown(sctx)
 	}()
 
-	advertise := cfg.AdvertiseAddress
-	if advertise == "" {
-		advertise = hostAddress(host)
-	}
 	if err := bootstrap.Run(ctx, api, bootstrap.Config{ClusterIP: alloc.FirstIP(), EndpointIP: advertise, SecurePort: int32(cfg.SecurePort)}); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: not a failure
