@@ -211,6 +211,15 @@ func TestKubeletServerLogs(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("logs with a client certificate: %s", resp.Status)
 	}
+	if resp, err := admin.Get(base + "/healthz"); err != nil {
+		t.Errorf("healthz: %v", err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+			t.Errorf("healthz: %s %q", resp.Status, body)
+		}
+	}
 	for _, name := range []string{"printer", "restarter"} {
 		n.deleteAndWait(name)
 	}
