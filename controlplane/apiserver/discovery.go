@@ -96,6 +96,11 @@ func subresourcesOf(r *registry.Resource) []subresource {
 	case r.Group == "" && r.Plural == "pods":
 		out = append(out, subresource{name: "binding", ver: "v1", kind: "Binding", verbs: metav1.Verbs{"create"}})
 		out = append(out, subresource{name: "log", ver: "v1", kind: "Pod", verbs: metav1.Verbs{"get"}})
+		for _, c := range []struct{ name, kind string }{{"attach", "PodAttachOptions"}, {"exec", "PodExecOptions"}, {"portforward", "PodPortForwardOptions"}} {
+			out = append(out, subresource{name: c.name, ver: "v1", kind: c.kind, verbs: metav1.Verbs{"create", "get"}})
+		}
+	case r.Group == "" && r.Plural == "nodes":
+		out = append(out, subresource{name: "proxy", ver: "v1", kind: "NodeProxyOptions", verbs: metav1.Verbs{"create", "delete", "get", "patch", "update"}})
 	case r.Group == "" && r.Plural == "serviceaccounts":
 		out = append(out, subresource{name: "token", group: "authentication.k8s.io", ver: "v1", kind: "TokenRequest", verbs: metav1.Verbs{"create"}})
 	case r.Group == "" && r.Plural == "namespaces":
