@@ -1,5 +1,5 @@
 // Package cli implements the navarch command line: one binary whose
-// subcommands (server, kubectl, sim, version) each turn flags into the
+// subcommands (server, agent, kubectl, sim, image, version) each turn flags into the
 // configuration of the component they run.
 package cli
 
@@ -20,14 +20,15 @@ const (
 const usage = `navarch: a Kubernetes-compatible container orchestrator in one binary.
 
 Usage:
-  navarch server [flags]     run the control plane (API server over etcd, controllers)
+  navarch server [flags]     run the control plane (API server over etcd, scheduler, controllers)
+                             and, unless --disable-agent, a node agent for this machine
   navarch kubectl [args]     run the bundled kubectl against this cluster
   navarch sim [flags]        run hollow nodes against an API server (for rehearsals and tests)
   navarch agent [flags]      run a node agent: the kubelet with the built-in container runtime
   navarch image CMD          import, list and remove the node's images (import FILE.tar, ls, rm REF)
   navarch version            print the version
 
-Run 'navarch server --help' for the server's flags.
+Run 'navarch server --help' and 'navarch agent --help' for their flags.
 `
 
 // Main runs the command line and returns the process exit code.
