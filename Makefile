@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/navarch
 DATADIR ?= /var/lib/navarch
 
-.PHONY: build run deps test test-unit e2e bench bench-convergence images clean
+.PHONY: build run deps test test-unit e2e bench bench-convergence bench-node images clean
 
 ## build: compile the navarch binary into bin/
 build:
@@ -48,6 +48,12 @@ bench: build
 ## bench-convergence: a Deployment of 3,000 and 10,000 replicas on 100 hollow nodes
 bench-convergence: build
 	$(GO) run ./bench/convergence -navarch ./$(BIN)
+
+## bench-node: pod start-up latency (100 pods one at a time and 20 at a
+## time) and the agent's memory idle and with 50 pods, on one real
+## `navarch agent` beside a server; needs root and runc
+bench-node: build images
+	$(GO) run ./bench/node -navarch ./$(BIN)
 
 ## images: the test images as OCI tarballs for `navarch image import`:
 ## bin/images/testserver.tar (navarch.io/testserver:1, the static test server)
