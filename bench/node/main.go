@@ -4,7 +4,9 @@
 // measures pod start-up latency (Create until a watch shows the pod
 // Running) for 100 pods one at a time and 100 pods 20 at a time, and the
 // agent's memory idle and with a Deployment of 50 pods, the pods'
-// container shims included. It prints Markdown tables for bench/RESULTS.md.
+// container shims included; beside the latencies, the CPU per pod of the
+// agent, its shims, the server and the whole machine. It prints Markdown
+// tables for bench/RESULTS.md.
 //
 // The pods of each latency run are kept until the run ends (so the last
 // pods start on a node running up to 99 others), then deleted, and the
