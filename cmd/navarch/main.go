@@ -7,4 +7,9 @@ import (
 	"github.com/navarch/navarch/internal/cli"
 )
 
-func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// A container's init, re-executed by libcontainer, must run before
+	// anything else.
+	cli.RunContainerInit(os.Args)
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+}

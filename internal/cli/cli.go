@@ -53,6 +53,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runImage(args[1:], stdout, stderr)
 	case "runtime-shim": // hidden: started by the built-in container runtime
 		return runRuntimeShim(args[1:])
+	case "runc": // hidden: the built-in runtime's OCI executor
+		return runRunc(args[1:])
 	case "version", "--version":
 		fmt.Fprintf(stdout, "navarch %s (Kubernetes %s)\n", Version, KubeVersion)
 		return 0
