@@ -5,6 +5,13 @@ GO      ?= go
 BIN     := bin/navarch
 DATADIR ?= /var/lib/navarch
 
+# The OCI runtime built into navarch (node/runtime/libct, runc's
+# libcontainer) compiles seccomp profiles with libseccomp (cgo, from deps):
+# every build and test here has the seccomp tag, and so has the binary the
+# end-to-end tests build. Without it, containers with a seccomp profile fail
+# with "seccomp: config provided but seccomp not supported".
+export GOFLAGS := $(GOFLAGS) -tags=seccomp
+
 .PHONY: build run deps test test-unit e2e bench bench-convergence bench-node images clean
 
 ## build: compile the navarch binary into bin/
@@ -20,12 +27,13 @@ run: deps build
 	./$(BIN) server --data-dir $(DATADIR)
 
 ## deps: the Debian packages a node runs and the node tests use (real
-## containers and pod networks): runc, busybox-static,
-## containernetworking-plugins, containerd (the kubelet's test against
-## containerd's CRI); needs root.
-NODE_PKGS := runc busybox-static containernetworking-plugins containerd
+## containers and pod networks): runc (--oci-runtime runc, and the tests of
+## that mode), busybox-static, containernetworking-plugins, containerd (the
+## kubelet's test against containerd's CRI), libseccomp-dev and pkg-config
+## (building the seccomp support in); needs root.
+NODE_PKGS := runc busybox-static containernetworking-plugins containerd libseccomp-dev pkg-config
 deps:
-	@if ! command -v runc >/dev/null || ! command -v containerd >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/lib/cni/bridge ]; then \
+	@if ! command -v runc >/dev/null || ! command -v containerd >/dev/null || [ ! -x /bin/busybox ] || [ ! -x /usr/lib/cni/bridge ] || [ ! -e /usr/include/seccomp.h ] || ! command -v pkg-config >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PKGS); \
 	fi
 

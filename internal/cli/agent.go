@@ -87,11 +87,15 @@ func runAgent(args []string, stderr io.Writer) int {
 	return exitOnError(stderr, agent.Run(ctx, cfg))
 }
 
+// defaultOCIRuntime is --oci-runtime's default.
+const defaultOCIRuntime = ""
+
 // nodeAgentFlags are the flags of a node that `navarch agent` and
 // `navarch server` (for its own node) share, under the same names.
 type nodeAgentFlags struct {
 	dataDir, nodeName, endpoint, bridge, clusterCIDR, podCIDR, nodeIP *string
 	clusterDNS, clusterDomain, insecureRegs, cgroupRoot               *string
+	ociRuntime                                                        *string
 	podCIDRWait                                                       *time.Duration
 	kubeletPort                                                       *int
 	podMaxPids                                                        *int64
@@ -120,6 +124,7 @@ func (f *nodeAgentFlags) ownNodeFlags(fs *flag.FlagSet) {
 	f.nodeIP = fs.String("node-ip", "", "the node's InternalIP (default: the address of the default route's interface)")
 	f.kubeletPort = fs.Int("kubelet-port", 10250, "port of the kubelet's HTTPS server (container logs for kubectl logs); 0 disables it")
 	f.cgroupRoot = fs.String("cgroup-root", "/", "cgroup under which the pod cgroups go (ROOT/kubepods/...); each node on one machine needs its own")
+	f.ociRuntime = fs.String("oci-runtime", defaultOCIRuntime, "OCI runtime binary of the built-in runtime, driven by runc's command line: runc, crun or a path; \"\" is the one built into navarch (runc's libcontainer)")
 }
 
 // config is the agent's Config from the flags; flags not defined are
@@ -141,7 +146,7 @@ func (f nodeAgentFlags) config(restCfg *rest.Config) agent.Config {
 		REST: restCfg, DataDir: str(f.dataDir), NodeName: str(f.nodeName), RuntimeEndpoint: str(f.endpoint),
 		Bridge: str(f.bridge), ClusterCIDR: str(f.clusterCIDR), PodCIDR: str(f.podCIDR), NodeIP: str(f.nodeIP),
 		ClusterDNS: list(f.clusterDNS), ClusterDomain: str(f.clusterDomain), InsecureRegistries: list(f.insecureRegs), CgroupRoot: str(f.cgroupRoot),
-		PodCIDRWait: 5 * time.Second, Version: KubeVersion,
+		PodCIDRWait: 5 * time.Second, Version: KubeVersion, OCIRuntime: str(f.ociRuntime),
 	}
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"

@@ -58,6 +58,9 @@ type Config struct {
 	// CgroupRoot is where the pod cgroups go (ROOT/kubepods/...), "/" by
 	// default; two nodes on one machine need their own.
 	CgroupRoot string
+	// OCIRuntime is the built-in runtime's OCI runtime binary (runc, crun
+	// or a path); "" is the one built into the binary (node/runtime/libct).
+	OCIRuntime string
 	// PodMaxPids is each pod's pids.max; -1 (or 0) is unlimited.
 	PodMaxPids int64
 	// KubeletPort of the HTTPS server (kubectl logs); 0 runs none.
@@ -100,7 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 	served := make(chan struct{})
 	var servedErr error
 	if socket == "" {
-		bcfg := kubelet.BuiltinConfig{DataDir: cfg.DataDir, Bridge: cfg.Bridge, ClusterCIDR: cfg.ClusterCIDR, InsecureRegistries: cfg.InsecureRegistries}
+		bcfg := kubelet.BuiltinConfig{DataDir: cfg.DataDir, Bridge: cfg.Bridge, ClusterCIDR: cfg.ClusterCIDR, InsecureRegistries: cfg.InsecureRegistries, OCIRuntime: cfg.OCIRuntime}
 		b, err := kubelet.NewBuiltin(bcfg)
 		if err != nil {
 			return err

@@ -38,6 +38,8 @@ type BuiltinConfig struct {
 	// CgroupParent and ShimBinary as node/runtime's Config.
 	CgroupParent string
 	ShimBinary   string
+	// OCIRuntime is node/runtime's Config.Runc: "" is the built-in one.
+	OCIRuntime string
 	// InsecureRegistries are pulled from over plain HTTP.
 	InsecureRegistries []string
 	// StreamAddress is where the runtime's streaming server (exec, attach,
@@ -89,6 +91,7 @@ func NewBuiltin(cfg BuiltinConfig) (*Builtin, error) {
 	rt, err := noderuntime.New(noderuntime.Config{
 		StateDir:      filepath.Join(cfg.DataDir, "runtime"),
 		ShimBinary:    cfg.ShimBinary,
+		Runc:          cfg.OCIRuntime,
 		Images:        store,
 		ImageService:  images.NewImageService(store, cfg.InsecureRegistries),
 		CgroupParent:  cfg.CgroupParent,

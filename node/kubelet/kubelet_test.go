@@ -36,6 +36,7 @@ import (
 	"github.com/navarch/navarch/node/images"
 	"github.com/navarch/navarch/node/network"
 	noderuntime "github.com/navarch/navarch/node/runtime"
+	"github.com/navarch/navarch/node/runtime/libct"
 )
 
 // TestMain lets the test binary be the runtime's shim and the CNI plugin,
@@ -43,6 +44,13 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "runtime-shim" {
 		os.Exit(noderuntime.ShimMain(os.Args[2:]))
+	}
+	// It is the built-in OCI runtime too, and that one's container init.
+	if libct.IsInit(os.Args) {
+		libct.Init()
+	}
+	if len(os.Args) > 1 && os.Args[1] == "runc" {
+		os.Exit(libct.Main(os.Args[2:]))
 	}
 	if filepath.Base(os.Args[0]) == network.PluginName {
 		os.Exit(network.PluginMain("navarch-bridge (kubelet test binary)"))
@@ -135,8 +143,11 @@ func startNode(t *testing.T, apiConfig ...func(*apiserver.Config)) *testNode {
 	if os.Geteuid() != 0 {
 		t.Skip("kubelet tests need root (namespaces, mounts, cgroups, bridges)")
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("kubelet tests need the runc binary in PATH")
+	// The built-in OCI runtime needs no binary; NAVARCH_OCI_RUNTIME names one.
+	if rt := os.Getenv("NAVARCH_OCI_RUNTIME"); rt != "" {
+		if _, err := exec.LookPath(rt); err != nil {
+			t.Skipf("NAVARCH_OCI_RUNTIME=%s is not in PATH", rt)
+		}
 	}
 	images := testImages(t)
 	srv := apiservertest.StartConfig(t, func(c *apiserver.Config) {
@@ -154,7 +165,7 @@ func startNode(t *testing.T, apiConfig ...func(*apiserver.Config)) *testNode {
 	cgroupParent := "/navarch-kubelet-test-" + randHex(4)
 	n.cgroupRoot = cgroupParent
 	b, err := NewBuiltin(BuiltinConfig{DataDir: n.dataDir, Bridge: n.bridge, NetworkName: n.netName, ClusterCIDR: cluster,
-		NoIPForward: true, CgroupParent: cgroupParent, ShimBinary: self})
+		NoIPForward: true, CgroupParent: cgroupParent, ShimBinary: self, OCIRuntime: os.Getenv("NAVARCH_OCI_RUNTIME")})
 	if err != nil {
 		t.Fatal(err)
 	}

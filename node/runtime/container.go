@@ -201,8 +201,11 @@ func (s *Server) startShim(c *container) (int, error) {
 	}
 	defer shimLog.Close()
 	cmd := exec.Command(s.cfg.ShimBinary, "runtime-shim", "container",
-		"--runc", s.cfg.Runc, "--root", s.runcRoot(), "--dir", dir, "--id", c.ID,
+		"--runc", s.runcArgv[0], "--root", s.runcRoot(), "--dir", dir, "--id", c.ID,
 		"--log", c.LogPath, "--cgroup", c.Cgroup)
+	if len(s.runcArgv) > 1 {
+		cmd.Args = append(cmd.Args, "--builtin-runc")
+	}
 	if cfg := c.config(); cfg.GetStdin() || cfg.GetTty() {
 		cmd.Args = append(cmd.Args, "--stdin="+strconv.FormatBool(cfg.GetStdin()),
 			"--stdin-once="+strconv.FormatBool(cfg.GetStdinOnce()), "--tty="+strconv.FormatBool(cfg.GetTty()))
@@ -270,13 +273,18 @@ func (s *Server) markStartDone(c *container) {
 
 // runc runs one runc command against the runtime's state root.
 func (s *Server) runc(ctx context.Context, stdin io.Reader, args ...string) error {
-	cmd := exec.CommandContext(ctx, s.cfg.Runc, append([]string{"--root", s.runcRoot()}, args...)...)
+	cmd := s.runcCommand(ctx, append([]string{"--root", s.runcRoot()}, args...)...)
 	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("runc %s: %w: %s", args[0], err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// runcCommand is a runc command line: args after the runtime's runcArgv.
+func (s *Server) runcCommand(ctx context.Context, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, s.runcArgv[0], append(append([]string{}, s.runcArgv[1:]...), args...)...)
 }
 
 // StopContainer sends SIGTERM, then SIGKILL after the timeout (seconds).
@@ -522,7 +530,7 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	pidFile := filepath.Join(s.containerDir(c.ID), "exec-"+newID()[:12]+".pid")
 	defer os.Remove(pidFile)
 	args := append([]string{"--root", s.runcRoot(), "exec", "--pid-file", pidFile, c.ID}, req.GetCmd()...)
-	cmd := exec.Command(s.cfg.Runc, args...)
+	cmd := s.runcCommand(context.Background(), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

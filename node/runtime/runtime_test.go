@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/navarch/navarch/node/runtime/libct"
 )
 
 var testImages dirImages
@@ -28,6 +30,13 @@ func TestMain(m *testing.M) {
 	// is this test program.
 	if len(os.Args) > 1 && os.Args[1] == "runtime-shim" {
 		os.Exit(ShimMain(os.Args[2:]))
+	}
+	// It is the built-in OCI runtime too, and that one's container init.
+	if libct.IsInit(os.Args) {
+		libct.Init()
+	}
+	if len(os.Args) > 1 && os.Args[1] == "runc" {
+		os.Exit(libct.Main(os.Args[2:]))
 	}
 	dir, err := os.MkdirTemp("", "navarch-runtime-image-")
 	if err != nil {
@@ -61,8 +70,11 @@ func requireRuntime(tb testing.TB) {
 	if os.Geteuid() != 0 {
 		tb.Skip("runtime tests need root (namespaces, mounts, cgroups)")
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		tb.Skip("runtime tests need the runc binary in PATH")
+	// The built-in OCI runtime needs no binary; NAVARCH_OCI_RUNTIME names one.
+	if rt := os.Getenv("NAVARCH_OCI_RUNTIME"); rt != "" {
+		if _, err := exec.LookPath(rt); err != nil {
+			tb.Skipf("NAVARCH_OCI_RUNTIME=%s is not in PATH", rt)
+		}
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		tb.Skip("runtime tests need a static /bin/busybox (Debian's busybox-static)")
@@ -109,7 +121,9 @@ func (e *testEnv) start() {
 	if bin := os.Getenv("NAVARCH_RUNTIME_SHIM"); bin != "" {
 		self = bin
 	}
-	cfg := Config{StateDir: e.state, ShimBinary: self, Images: testImages, CgroupParent: e.cgroupParent}
+	// NAVARCH_OCI_RUNTIME picks an OCI runtime binary (runc, crun) instead
+	// of the built-in one.
+	cfg := Config{StateDir: e.state, ShimBinary: self, Images: testImages, CgroupParent: e.cgroupParent, Runc: os.Getenv("NAVARCH_OCI_RUNTIME")}
 	if e.configure != nil {
 		e.configure(&cfg)
 	}
@@ -917,7 +931,7 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 	base := b.TempDir()
 	self, _ := os.Executable()
 	parent := "/navarch-bench-" + newID()[:8]
-	srv, err := New(Config{StateDir: filepath.Join(base, "state"), ShimBinary: self, Images: testImages, CgroupParent: parent})
+	srv, err := New(Config{StateDir: filepath.Join(base, "state"), ShimBinary: self, Images: testImages, CgroupParent: parent, Runc: os.Getenv("NAVARCH_OCI_RUNTIME")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -968,6 +982,9 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 // spec, no shim, overlay or CRI.
 func BenchmarkRuncBare(b *testing.B) {
 	requireRuntime(b)
+	if _, err := exec.LookPath("runc"); err != nil {
+		b.Skip("needs the runc binary in PATH")
+	}
 	base := b.TempDir()
 	bundle := filepath.Join(base, "bundle")
 	if err := os.MkdirAll(bundle, 0o755); err != nil {

@@ -1,6 +1,9 @@
 // Package runtime owns Navarch's built-in container runtime: a CRI
 // RuntimeService (k8s.io/cri-api runtime/v1) served on a unix socket, which
-// runs containers with the runc binary. All of its state lives under one
+// runs containers with runc's command line: by default the OCI runtime built
+// into the binary (`navarch runc`, runc's libcontainer: node/runtime/libct),
+// so that a node needs nothing installed, or a runc or crun binary
+// (Config.Runc; the agent's --oci-runtime). All of its state lives under one
 // directory (the agent uses DATA_DIR/runtime): per-sandbox and per-container
 // JSON records, pinned namespace files, OCI bundles and runc's own state, so
 // that a restarted runtime re-adopts what is running without asking anyone.
@@ -51,7 +54,10 @@ const runtimeVersion = "0.1.0"
 type Config struct {
 	// StateDir holds every record, bundle and namespace file of the runtime.
 	StateDir string
-	// Runc is the runc binary; "" looks up "runc" in PATH.
+	// Runc is the OCI runtime the containers are run with, driven by runc's
+	// command line: a path, or a name looked up in PATH ("runc", "crun");
+	// "" is the one built into ShimBinary (`ShimBinary runc ...`, on runc's
+	// libcontainer: node/runtime/libct), so a node needs none installed.
 	Runc string
 	// ShimBinary is re-executed as `ShimBinary runtime-shim ...` for each
 	// container (and for a pod's PID namespace holder); "" is os.Executable().
@@ -92,6 +98,9 @@ type Server struct {
 	hostCaps []string
 	// stream serves the streaming URLs; Serve starts it.
 	stream *streaming.Server
+	// runcArgv starts every runc command: the binary, and "runc" when it
+	// is the built-in one.
+	runcArgv []string
 }
 
 // New loads the records under cfg.StateDir, re-adopting the sandboxes and
@@ -100,19 +109,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("runtime: no state directory")
 	}
-	if cfg.Runc == "" {
-		p, err := exec.LookPath("runc")
-		if err != nil {
-			return nil, fmt.Errorf("runtime: %w", err)
-		}
-		cfg.Runc = p
-	}
 	if cfg.ShimBinary == "" {
 		p, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 		cfg.ShimBinary = p
+	}
+	runcArgv := []string{cfg.ShimBinary, "runc"}
+	if cfg.Runc != "" {
+		p, err := exec.LookPath(cfg.Runc)
+		if err != nil {
+			return nil, fmt.Errorf("runtime: OCI runtime: %w", err)
+		}
+		cfg.Runc, runcArgv = p, []string{p}
 	}
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = "/navarch"
@@ -122,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	s := &Server{cfg: cfg, sandboxes: map[string]*sandbox{}, containers: map[string]*container{}, hostCaps: hostCapabilities()}
+	s := &Server{cfg: cfg, sandboxes: map[string]*sandbox{}, containers: map[string]*container{}, hostCaps: hostCapabilities(), runcArgv: runcArgv}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -202,10 +212,10 @@ func (s *Server) Version(context.Context, *runtimeapi.VersionRequest) (*runtimea
 	return &runtimeapi.VersionResponse{Version: "0.1.0", RuntimeName: "navarch", RuntimeVersion: runtimeVersion, RuntimeApiVersion: "v1"}, nil
 }
 
-// Status reports RuntimeReady (runc present) and NetworkReady.
+// Status reports RuntimeReady (the OCI runtime's binary present) and NetworkReady.
 func (s *Server) Status(context.Context, *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	rt := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
-	if _, err := os.Stat(s.cfg.Runc); err != nil {
+	if _, err := os.Stat(s.runcArgv[0]); err != nil {
 		rt.Status, rt.Reason, rt.Message = false, "RuncMissing", err.Error()
 	}
 	nw := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}

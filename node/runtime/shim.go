@@ -87,6 +87,7 @@ func pauseMain() int {
 func shimContainer(args []string) error {
 	fs := flag.NewFlagSet("runtime-shim container", flag.ContinueOnError)
 	runc := fs.String("runc", "runc", "runc binary")
+	builtin := fs.Bool("builtin-runc", false, "the runc binary is navarch's: its commands are `runc ...`")
 	root := fs.String("root", "", "runc state root")
 	dir := fs.String("dir", "", "container directory")
 	id := fs.String("id", "", "container id")
@@ -126,7 +127,11 @@ func shimContainer(args []string) error {
 	}
 	pidFile := filepath.Join(*dir, "init.pid")
 	runcLog := filepath.Join(*dir, "runc.log")
-	runArgs := []string{"--root", *root, "--log", runcLog, "--log-format", "json", "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile}
+	var pre []string
+	if *builtin {
+		pre = []string{"runc"}
+	}
+	runArgs := append(pre, "--root", *root, "--log", runcLog, "--log-format", "json", "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile)
 	var copiers sync.WaitGroup
 	if *tty {
 		master, err := createWithTerminal(*runc, runArgs, *id)
@@ -234,7 +239,7 @@ func shimContainer(args []string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	del := exec.Command(*runc, "--root", *root, "delete", "--force", *id)
+	del := exec.Command(*runc, append(pre, "--root", *root, "delete", "--force", *id)...)
 	if out, err := del.CombinedOutput(); err != nil {
 		rec.Message = fmt.Sprintf("runc delete: %v: %s", err, bytes.TrimSpace(out))
 	}

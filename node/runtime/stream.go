@@ -168,7 +168,7 @@ func (r streamer) Exec(ctx context.Context, id string, cmd []string, st streamin
 // terminal runc passes its own stdio through, so the command reads the
 // pipe's end itself and sees EOF when the client closes stdin.
 func (r streamer) execPipes(ctx context.Context, id string, args []string, pidFile string, st streaming.Streams) error {
-	cmd := exec.Command(r.s.cfg.Runc, args...)
+	cmd := r.s.runcCommand(context.Background(), args...)
 	// The child's ends are closed once it has them; ours when the session
 	// is done with them.
 	var childEnds, ourEnds []*os.File
@@ -294,7 +294,7 @@ func (r streamer) execTty(ctx context.Context, id string, args []string, pidFile
 	for _, size := range pending {
 		setWinsize(master, size)
 	}
-	cmd := exec.Command(r.s.cfg.Runc, args...)
+	cmd := r.s.runcCommand(context.Background(), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	err = cmd.Start()

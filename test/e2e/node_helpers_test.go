@@ -91,9 +91,6 @@ func nodeRequirements(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("node e2e tests need root (namespaces, mounts, cgroups, bridges)")
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("node e2e tests need runc in PATH (make deps)")
-	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("node e2e tests need /bin/busybox (busybox-static, make deps) for the busybox image")
 	}
