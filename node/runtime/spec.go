@@ -278,6 +278,10 @@ func linuxResources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources
 	return out
 }
 
+// ociVersion is the runtime-spec version the configs claim: 1.1, as they
+// use nothing newer, and crun before 1.9 (Debian 12's 1.8) rejects 1.2.
+const ociVersion = "1.1.0"
+
 // buildSpec makes the OCI config of a container in sandbox sb.
 func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandbox, img *v1.ConfigFile, layers []string) (*specs.Spec, error) {
 	sbCfg := sb.config()
@@ -303,7 +307,7 @@ func (s *Server) buildSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandb
 	}
 	caps := capabilities(sc, s.hostCaps)
 	spec := &specs.Spec{
-		Version: specs.Version,
+		Version: ociVersion,
 		Root:    &specs.Root{Path: "rootfs", Readonly: sc.GetReadonlyRootfs()},
 		Process: &specs.Process{
 			Args: args, Env: processEnv(cfg, imgCfg), Cwd: cwd, User: user,
