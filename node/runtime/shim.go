@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/navarch/navarch/node/runtime/libct"
 )
 
 // The shim is a small process per container, a re-exec of the navarch binary
@@ -87,7 +89,7 @@ func pauseMain() int {
 func shimContainer(args []string) error {
 	fs := flag.NewFlagSet("runtime-shim container", flag.ContinueOnError)
 	runc := fs.String("runc", "runc", "runc binary")
-	builtin := fs.Bool("builtin-runc", false, "the runc binary is navarch's: its commands are `runc ...`")
+	builtin := fs.Bool("builtin-runc", false, "run the built-in OCI runtime's commands in this process (node/runtime/libct)")
 	root := fs.String("root", "", "runc state root")
 	dir := fs.String("dir", "", "container directory")
 	id := fs.String("id", "", "container id")
@@ -127,16 +129,43 @@ func shimContainer(args []string) error {
 	}
 	pidFile := filepath.Join(*dir, "init.pid")
 	runcLog := filepath.Join(*dir, "runc.log")
-	var pre []string
-	if *builtin {
-		pre = []string{"runc"}
+	bundle := filepath.Join(*dir, "bundle")
+	// create runs `runc create` with the init's stdio or a console socket.
+	// The built-in OCI runtime's runs in this process, as the runtime runs
+	// its commands (Server.runc): that saves starting the binary once more.
+	create := func(stdin, stdout, stderr *os.File, consoleSocket string) error {
+		if *builtin {
+			return libct.Create(*root, *id, libct.CreateOptions{Bundle: bundle, PidFile: pidFile,
+				ConsoleSocket: consoleSocket, Stdin: stdin, Stdout: stdout, Stderr: stderr})
+		}
+		args := []string{"--root", *root, "--log", runcLog, "--log-format", "json", "create", "--bundle", bundle, "--pid-file", pidFile}
+		if consoleSocket != "" {
+			args = append(args, "--console-socket", consoleSocket)
+		}
+		cmd := exec.Command(*runc, append(args, *id)...)
+		// Set only when there: a nil *os.File is not a nil io.Reader.
+		if stdin != nil {
+			cmd.Stdin = stdin
+		}
+		if stdout != nil {
+			cmd.Stdout, cmd.Stderr = stdout, stderr
+		}
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%v: %s", err, lastRuncError(runcLog))
+		}
+		return nil
 	}
-	runArgs := append(pre, "--root", *root, "--log", runcLog, "--log-format", "json", "create", "--bundle", filepath.Join(*dir, "bundle"), "--pid-file", pidFile)
+	if *builtin {
+		// libcontainer forwards the init's messages to its log.
+		if f, err := libct.LogTo(runcLog); err == nil {
+			defer f.Close()
+		}
+	}
 	var copiers sync.WaitGroup
 	if *tty {
-		master, err := createWithTerminal(*runc, runArgs, *id)
+		master, err := createWithTerminal(func(sock string) error { return create(nil, nil, nil, sock) })
 		if err != nil {
-			msg := fmt.Sprintf("runc create: %v: %s", err, lastRuncError(runcLog))
+			msg := fmt.Sprintf("runc create: %v", err)
 			fmt.Fprint(ready, msg)
 			return errors.New(msg)
 		}
@@ -157,17 +186,15 @@ func shimContainer(args []string) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(*runc, append(runArgs, *id)...)
-		cmd.Stdout, cmd.Stderr = outW, errW
 		var inR *os.File
 		if *stdin {
 			if inR, hub.stdinPipe, err = os.Pipe(); err != nil {
 				return err
 			}
-			cmd.Stdin, hub.stdin = inR, hub.stdinPipe
+			hub.stdin = hub.stdinPipe
 		}
-		if err := cmd.Run(); err != nil {
-			msg := fmt.Sprintf("runc create: %v: %s", err, lastRuncError(runcLog))
+		if err := create(inR, outW, errW, ""); err != nil {
+			msg := fmt.Sprintf("runc create: %v", err)
 			fmt.Fprint(ready, msg)
 			return errors.New(msg)
 		}
@@ -239,9 +266,16 @@ func shimContainer(args []string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	del := exec.Command(*runc, append(pre, "--root", *root, "delete", "--force", *id)...)
-	if out, err := del.CombinedOutput(); err != nil {
-		rec.Message = fmt.Sprintf("runc delete: %v: %s", err, bytes.TrimSpace(out))
+	if *builtin {
+		// In this process, as the runtime does (Server.runc).
+		if err := libct.Delete(*root, *id, true); err != nil {
+			rec.Message = fmt.Sprintf("runc delete: %v", err)
+		}
+	} else {
+		del := exec.Command(*runc, "--root", *root, "delete", "--force", *id)
+		if out, err := del.CombinedOutput(); err != nil {
+			rec.Message = fmt.Sprintf("runc delete: %v: %s", err, bytes.TrimSpace(out))
+		}
 	}
 	lw.close()
 	return writeJSON(filepath.Join(*dir, "exit.json"), &rec)
@@ -258,10 +292,10 @@ func listenAttach(stdinOnce bool) (*attachHub, error) {
 	return &attachHub{clients: map[*attachClient]bool{}, stdinOnce: stdinOnce, ln: ln}, nil
 }
 
-// createWithTerminal runs `runc create` with a console socket and returns
-// the pty master runc sends over it; the socket lives in a short temporary
-// directory, as socket paths are limited to 108 bytes.
-func createWithTerminal(runc string, args []string, id string) (*os.File, error) {
+// createWithTerminal runs create with a console socket and returns the pty
+// master sent over it; the socket lives in a short temporary directory, as
+// socket paths are limited to 108 bytes.
+func createWithTerminal(create func(consoleSocket string) error) (*os.File, error) {
 	tmp, err := os.MkdirTemp("", "navarch-shim-")
 	if err != nil {
 		return nil, err
@@ -273,11 +307,8 @@ func createWithTerminal(runc string, args []string, id string) (*os.File, error)
 		return nil, err
 	}
 	defer ln.Close()
-	cmd := exec.Command(runc, append(args, "--console-socket", sock, id)...)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := waitProc(cmd)
+	p := &proc{done: make(chan struct{})}
+	go func() { p.err = create(sock); close(p.done) }()
 	master, err := receivePty(ln, p)
 	<-p.done
 	if p.err != nil {

@@ -144,80 +144,132 @@ func create(root string, args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	id := rest[0]
-	if *pidFile != "" {
-		if *pidFile, err = filepath.Abs(*pidFile); err != nil {
-			return 1, err
+	o := CreateOptions{Bundle: *bundle, PidFile: *pidFile, ConsoleSocket: *consoleSocket, NoPivot: *noPivot,
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	return exitCode(Create(root, rest[0], o))
+}
+
+// CreateOptions are `runc create`'s.
+type CreateOptions struct {
+	Bundle, PidFile, ConsoleSocket string
+	NoPivot                        bool
+	// Stdin, Stdout and Stderr are the init's stdio when it has no
+	// terminal (nil: /dev/null).
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Create makes a container of the bundle whose init waits for Start, as
+// `runc create`. The init is a child of the caller's (libcontainer's nsexec
+// makes it so), which must reap it.
+func Create(root, id string, o CreateOptions) error {
+	bundle, err := filepath.Abs(o.Bundle)
+	if err != nil {
+		return err
+	}
+	if o.PidFile != "" {
+		if o.PidFile, err = filepath.Abs(o.PidFile); err != nil {
+			return err
 		}
 	}
-	// A relative rootfs is the bundle's, as libcontainer resolves it from
-	// the working directory.
-	if err := os.Chdir(*bundle); err != nil {
-		return 1, err
-	}
 	var spec specs.Spec
-	if err := readJSON("config.json", &spec); err != nil {
-		return 1, err
+	if err := readJSON(filepath.Join(bundle, "config.json"), &spec); err != nil {
+		return err
 	}
 	if err := validateProcess(spec.Process); err != nil {
-		return 1, err
+		return err
+	}
+	// libcontainer resolves relative paths from the working directory, as
+	// runc chdirs to the bundle; a caller's directory is left alone.
+	if spec.Root != nil && !filepath.IsAbs(spec.Root.Path) {
+		spec.Root.Path = filepath.Join(bundle, spec.Root.Path)
+	}
+	for i, m := range spec.Mounts {
+		if m.Source != "" && !filepath.IsAbs(m.Source) && isBind(m) {
+			spec.Mounts[i].Source = filepath.Join(bundle, m.Source)
+		}
 	}
 	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName:   id,
-		NoPivotRoot:  *noPivot,
+		NoPivotRoot:  o.NoPivot,
 		Spec:         &spec,
 		RootlessEUID: os.Geteuid() != 0,
 	})
 	if err != nil {
-		return 1, err
+		return err
+	}
+	for i, l := range config.Labels {
+		if strings.HasPrefix(l, "bundle=") {
+			config.Labels[i] = "bundle=" + bundle
+		}
 	}
 	c, err := libcontainer.Create(root, id, config)
 	if err != nil {
-		return 1, err
+		return err
 	}
 	p, err := newProcess(spec.Process)
 	if err != nil {
 		_ = c.Destroy()
-		return 1, err
+		return err
 	}
 	p.Init = true
-	cleanup, err := detachedIO(p, spec.Process.Terminal, *consoleSocket)
+	cleanup, err := detachedIO(p, spec.Process.Terminal, o)
 	if err != nil {
 		_ = c.Destroy()
-		return 1, err
+		return err
 	}
 	defer cleanup()
 	if err := c.Start(p); err != nil {
 		_ = c.Destroy()
-		return 1, err
+		return err
 	}
-	if *pidFile != "" {
-		if err := writePidFile(*pidFile, p); err != nil {
+	if o.PidFile != "" {
+		if err := writePidFile(o.PidFile, p); err != nil {
 			_ = p.Signal(unix.SIGKILL)
 			_, _ = p.Wait()
 			_ = c.Destroy()
-			return 1, err
+			return err
 		}
 	}
-	return 0, nil
+	return nil
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
 }
 
 // detachedIO gives a process that outlives this command its stdio: with a
 // terminal the init makes one and sends its master over the console
 // socket; without one the process takes this command's own stdio, which
 // the caller made for it.
-func detachedIO(p *libcontainer.Process, terminal bool, consoleSocket string) (func(), error) {
+func detachedIO(p *libcontainer.Process, terminal bool, o CreateOptions) (func(), error) {
 	if !terminal {
-		if consoleSocket != "" {
+		if o.ConsoleSocket != "" {
 			return nil, errors.New("cannot use console socket if runc will not detach or allocate tty")
 		}
-		p.Stdin, p.Stdout, p.Stderr = os.Stdin, os.Stdout, os.Stderr
+		// Set only when there: a nil *os.File is not a nil io.Reader.
+		if o.Stdin != nil {
+			p.Stdin = o.Stdin
+		}
+		if o.Stdout != nil {
+			p.Stdout = o.Stdout
+		}
+		if o.Stderr != nil {
+			p.Stderr = o.Stderr
+		}
 		return func() {}, nil
 	}
-	if consoleSocket == "" {
+	if o.ConsoleSocket == "" {
 		return nil, errors.New("cannot allocate tty if runc will detach without setting console socket")
 	}
-	conn, err := dialUnix(consoleSocket)
+	conn, err := dialUnix(o.ConsoleSocket)
 	if err != nil {
 		return nil, err
 	}
@@ -230,23 +282,35 @@ func start(root string, args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	c, err := libcontainer.Load(root, rest[0])
+	return exitCode(Start(root, rest[0]))
+}
+
+func exitCode(err error) (int, error) {
 	if err != nil {
 		return 1, err
+	}
+	return 0, nil
+}
+
+// Start runs a created container's process, as `runc start`.
+func Start(root, id string) error {
+	c, err := libcontainer.Load(root, id)
+	if err != nil {
+		return err
 	}
 	st, err := c.Status()
 	if err != nil {
-		return 1, err
+		return err
 	}
 	switch st {
 	case libcontainer.Created:
-		return 0, c.Exec()
+		return c.Exec()
 	case libcontainer.Stopped:
-		return 1, errors.New("cannot start a container that has stopped")
+		return errors.New("cannot start a container that has stopped")
 	case libcontainer.Running:
-		return 1, errors.New("cannot start an already running container")
+		return errors.New("cannot start an already running container")
 	default:
-		return 1, fmt.Errorf("cannot start a container in the %s state", st)
+		return fmt.Errorf("cannot start a container in the %s state", st)
 	}
 }
 
@@ -257,23 +321,29 @@ func kill(root string, args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	c, err := libcontainer.Load(root, rest[0])
-	if err != nil {
-		return 1, err
-	}
 	name := "SIGTERM"
 	if len(rest) > 1 {
 		name = rest[1]
 	}
-	sig, err := parseSignal(name)
-	if err != nil {
-		return 1, err
-	}
-	err = c.Signal(sig)
+	err = Kill(root, rest[0], name)
 	if errors.Is(err, libcontainer.ErrNotRunning) && *all {
 		err = nil
 	}
-	return 0, err
+	return exitCode(err)
+}
+
+// Kill sends the container's init a signal (a number, or a name with or
+// without "SIG"), as `runc kill`.
+func Kill(root, id, signal string) error {
+	sig, err := parseSignal(signal)
+	if err != nil {
+		return err
+	}
+	c, err := libcontainer.Load(root, id)
+	if err != nil {
+		return err
+	}
+	return c.Signal(sig)
 }
 
 // parseSignal takes a number, a name or a name without "SIG", as runc.
@@ -299,35 +369,40 @@ func remove(root string, args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	id := rest[0]
+	return exitCode(Delete(root, rest[0], *force))
+}
+
+// Delete removes a container, as `runc delete`: a running one only when
+// forced, after killing it.
+func Delete(root, id string, force bool) error {
 	c, err := libcontainer.Load(root, id)
 	if errors.Is(err, libcontainer.ErrNotExist) {
 		// A create that failed early may leave the directory without a
 		// state file, which Load does not see.
 		_ = os.RemoveAll(filepath.Join(root, id))
-		if *force {
-			return 0, nil
+		if force {
+			return nil
 		}
 	}
 	if err != nil {
-		return 1, err
+		return err
 	}
-	if *force {
+	if force {
 		// Even a stopped container may leave processes in its cgroup when
 		// it shares a PID namespace.
-		return 0, killAndDestroy(c)
+		return killAndDestroy(c)
 	}
 	st, err := c.Status()
 	if err != nil {
-		return 1, err
+		return err
 	}
 	switch st {
 	case libcontainer.Stopped:
-		return 0, c.Destroy()
+		return c.Destroy()
 	case libcontainer.Created:
-		return 0, killAndDestroy(c)
+		return killAndDestroy(c)
 	default:
-		return 1, fmt.Errorf("cannot delete container %s that is not stopped: %s", id, st)
+		return fmt.Errorf("cannot delete container %s that is not stopped: %s", id, st)
 	}
 }
 
@@ -351,10 +426,6 @@ func update(root string, args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	c, err := libcontainer.Load(root, rest[0])
-	if err != nil {
-		return 1, err
-	}
 	r := specs.LinuxResources{}
 	in := io.Reader(os.Stdin)
 	switch *resources {
@@ -372,12 +443,22 @@ func update(root string, args []string) (int, error) {
 	if err := json.NewDecoder(in).Decode(&r); err != nil {
 		return 1, fmt.Errorf("update: decode resources: %w", err)
 	}
+	return exitCode(Update(root, rest[0], &r))
+}
+
+// Update sets the cgroup limits r names on a container, as `runc update
+// --resources`.
+func Update(root, id string, r *specs.LinuxResources) error {
+	c, err := libcontainer.Load(root, id)
+	if err != nil {
+		return err
+	}
 	config := c.Config()
-	applyResources(config.Cgroups.Resources, &r)
+	applyResources(config.Cgroups.Resources, r)
 	// The device rules do not change, and rewriting them would briefly
 	// deny the running container its devices.
 	config.Cgroups.SkipDevices = true
-	return 0, c.Set(config)
+	return c.Set(config)
 }
 
 func state(root string, args []string) (int, error) {
@@ -424,4 +505,17 @@ func writePidFile(path string, p *libcontainer.Process) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// LogTo sends libcontainer's messages (among them the container init's,
+// which it forwards) to path as runc's JSON log lines, for a process that
+// runs the commands itself rather than as `navarch runc`.
+func LogTo(path string) (io.Closer, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	logrus.SetOutput(f)
+	logrus.SetFormatter(&logrus.JSONFormatter{})
+	return f, nil
 }
