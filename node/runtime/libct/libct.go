@@ -34,6 +34,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/cgroups/devices" // lets the cgroup managers set device rules
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"         // runs the init's namespace setup before Go starts
+	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -177,6 +178,10 @@ func Create(root, id string, o CreateOptions) error {
 	}
 	if err := validateProcess(spec.Process); err != nil {
 		return err
+	}
+	if spec.Linux != nil && spec.Linux.Seccomp != nil && !seccomp.Enabled {
+		// Never run it unconfined: say why it cannot run.
+		return errors.New("seccomp: config provided but seccomp not supported: this navarch was built without the seccomp build tag (libseccomp); build it with -tags=seccomp (make build does) or pick a runc binary (--oci-runtime runc)")
 	}
 	// libcontainer resolves relative paths from the working directory, as
 	// runc chdirs to the bundle; a caller's directory is left alone.
