@@ -469,8 +469,10 @@ func (a *nodeAgent) leftovers() []string {
 	for _, p := range a.shims() {
 		out = append(out, fmt.Sprintf("shim %d %s", p.pid, strings.Join(p.args, " ")))
 	}
-	if b, err := exec.Command("runc", "--root", filepath.Join(a.dataDir, "runtime", "runc"), "list", "-q").Output(); err == nil && strings.TrimSpace(string(b)) != "" {
-		out = append(out, "runc containers "+strings.Join(strings.Fields(string(b)), ","))
+	// The OCI runtime's state root holds a directory per container (runc's
+	// layout, which the built-in one shares); no runc binary is needed.
+	if ids := runcContainers(filepath.Join(a.dataDir, "runtime", "runc")); len(ids) > 0 {
+		out = append(out, "runc containers "+strings.Join(ids, ","))
 	}
 	for _, d := range []string{"sandboxes", "containers"} {
 		es, _ := os.ReadDir(filepath.Join(a.dataDir, "runtime", d))
@@ -487,6 +489,18 @@ func (a *nodeAgent) leftovers() []string {
 	return out
 }
 
+// runcContainers lists the containers under an OCI runtime state root.
+func runcContainers(root string) []string {
+	es, _ := os.ReadDir(root)
+	var ids []string
+	for _, e := range es {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids
+}
+
 // removeLeftovers removes what the stopped agent's pods left: runc
 // containers, shims, mounts, the containers' cgroups, the bridge; and stops
 // its containerd.
@@ -496,11 +510,9 @@ func (a *nodeAgent) removeLeftovers() {
 		a.containerd.stop()
 	} else {
 		root := filepath.Join(a.dataDir, "runtime", "runc")
-		if b, err := exec.Command("runc", "--root", root, "list", "-q").Output(); err == nil {
-			for _, id := range strings.Fields(string(b)) {
-				if out, err := exec.Command("runc", "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
-					t.Errorf("cleanup: runc delete %s: %v %s", id, err, out)
-				}
+		for _, id := range runcContainers(root) {
+			if out, err := exec.Command(navarchBin, "runc", "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
+				t.Errorf("cleanup: runc delete %s: %v %s", id, err, out)
 			}
 		}
 		for _, p := range a.shims() {
