@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -561,6 +562,9 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	}
 	pidFile := filepath.Join(s.containerDir(c.ID), "exec-"+newID()[:12]+".pid")
 	defer os.Remove(pidFile)
+	if len(s.runcArgv) > 1 {
+		return s.execSyncBuiltin(ctx, c, req, pidFile)
+	}
 	args := append([]string{"--root", s.runcRoot(), "exec", "--pid-file", pidFile, c.ID}, req.GetCmd()...)
 	cmd := s.runcCommand(context.Background(), args...)
 	var stdout, stderr bytes.Buffer
@@ -597,6 +601,77 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		return nil, fmt.Errorf("container %s: exec: %w", c.ID, err)
 	}
 	return resp, nil
+}
+
+// execSyncBuiltin is ExecSync with the built-in OCI runtime, run in this
+// process (see Server.runc); the command's process still starts the binary
+// once, as libcontainer's init. Like `runc exec`, a command that cannot
+// start exits 255 with the error on its stderr.
+func (s *Server) execSyncBuiltin(ctx context.Context, c *container, req *runtimeapi.ExecSyncRequest, pidFile string) (*runtimeapi.ExecSyncResponse, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("container %s: exec: %w", c.ID, err)
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outW.Close()
+		return nil, fmt.Errorf("container %s: exec: %w", c.ID, err)
+	}
+	defer errR.Close()
+	var stdout, stderr bytes.Buffer
+	var copying sync.WaitGroup
+	for _, o := range []struct {
+		w *bytes.Buffer
+		r *os.File
+	}{{&stdout, outR}, {&stderr, errR}} {
+		copying.Add(1)
+		go func() { defer copying.Done(); _, _ = io.Copy(o.w, o.r) }()
+	}
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := libct.Run(s.runcRoot(), c.ID, req.GetCmd(), outW, errW, pidFile)
+		outW.Close()
+		errW.Close()
+		done <- result{code, err}
+	}()
+	var timeout <-chan time.Time
+	if req.GetTimeout() > 0 {
+		t := time.NewTimer(time.Duration(req.GetTimeout()) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-timeout:
+		killExec(pidFile)
+		<-done
+		return nil, status.Errorf(codes.DeadlineExceeded, "command %q in container %s timed out after %ds", req.GetCmd(), c.ID, req.GetTimeout())
+	case <-ctx.Done():
+		killExec(pidFile)
+		<-done
+		return nil, ctx.Err()
+	}
+	// A process the command left behind may hold the pipes open.
+	copied := make(chan struct{})
+	go func() { copying.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(outputGrace):
+		outR.Close()
+		errR.Close()
+		<-copied
+	}
+	if r.err != nil {
+		fmt.Fprintf(&stderr, "exec failed: %v\n", r.err)
+		r.code = 255
+	}
+	return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(r.code)}, nil
 }
 
 // killExec kills the process runc exec started inside the container; killing

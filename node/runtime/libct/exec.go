@@ -41,20 +41,100 @@ func execute(root string, args []string) (int, error) {
 	return code, nil
 }
 
-func execProcess(root, id string, args []string, procFile, pidFile string, tty bool) (int, error) {
+// loadForExec loads a container that can take an exec.
+func loadForExec(root, id string) (*libcontainer.Container, error) {
 	c, err := libcontainer.Load(root, id)
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
 	st, err := c.Status()
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
 	switch st {
 	case libcontainer.Stopped:
-		return -1, errors.New("cannot exec in a stopped container")
+		return nil, errors.New("cannot exec in a stopped container")
 	case libcontainer.Paused:
-		return -1, errors.New("cannot exec in a paused container")
+		return nil, errors.New("cannot exec in a paused container")
+	}
+	return c, nil
+}
+
+// bundleProcess is args with the rest of the container's own process
+// settings (its bundle's config), as `runc exec ID ARGS`.
+func bundleProcess(c *libcontainer.Container, args []string, tty bool) (*specs.Process, error) {
+	if len(args) == 0 {
+		return nil, errors.New("process args cannot be empty")
+	}
+	cs, err := c.State()
+	if err != nil {
+		return nil, err
+	}
+	bundle, ok := utils.SearchLabels(cs.Config.Labels, "bundle")
+	if !ok {
+		return nil, errors.New("bundle not found in labels")
+	}
+	var spec specs.Spec
+	if err := readJSON(filepath.Join(bundle, "config.json"), &spec); err != nil {
+		return nil, err
+	}
+	if spec.Process == nil {
+		return nil, errors.New("process property must not be empty")
+	}
+	sp := spec.Process
+	sp.Args, sp.Terminal = args, tty
+	return sp, validateProcess(sp)
+}
+
+// Run runs args in a running container with the container's own process
+// settings and stdout and stderr (stdin is /dev/null), and waits for it,
+// as a foreground `runc exec ID ARGS` without a terminal, but without
+// forwarding this process's signals: it is for a caller that runs it in
+// process. It returns the exit status (128+n for a signal); pidFile, when
+// set, gets the process's pid once it runs.
+func Run(root, id string, args []string, stdout, stderr *os.File, pidFile string) (int, error) {
+	c, err := loadForExec(root, id)
+	if err != nil {
+		return -1, err
+	}
+	sp, err := bundleProcess(c, args, false)
+	if err != nil {
+		return -1, err
+	}
+	p, err := newProcess(sp)
+	if err != nil {
+		return -1, err
+	}
+	p.Stdout, p.Stderr = stdout, stderr
+	if err := c.Run(p); err != nil {
+		return -1, err
+	}
+	if pidFile != "" {
+		if err := writePidFile(pidFile, p); err != nil {
+			_ = p.Signal(unix.SIGKILL)
+			_, _ = p.Wait()
+			return -1, err
+		}
+	}
+	return waitStatus(p), nil
+}
+
+// waitStatus waits for the process and returns its exit status, 128+n for
+// a signal.
+func waitStatus(p *libcontainer.Process) int {
+	ps, _ := p.Wait()
+	if ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			return utils.ExitStatus(unix.WaitStatus(ws))
+		}
+	}
+	return 255
+}
+
+func execProcess(root, id string, args []string, procFile, pidFile string, tty bool) (int, error) {
+	c, err := loadForExec(root, id)
+	if err != nil {
+		return -1, err
 	}
 	var sp *specs.Process
 	if procFile != "" {
@@ -62,31 +142,10 @@ func execProcess(root, id string, args []string, procFile, pidFile string, tty b
 		if err := readJSON(procFile, sp); err != nil {
 			return -1, err
 		}
-	} else {
-		// Arguments on the command line run with the rest of the
-		// container's own process settings.
-		if len(args) == 0 {
-			return -1, errors.New("process args cannot be empty")
-		}
-		cs, err := c.State()
-		if err != nil {
+		if err := validateProcess(sp); err != nil {
 			return -1, err
 		}
-		bundle, ok := utils.SearchLabels(cs.Config.Labels, "bundle")
-		if !ok {
-			return -1, errors.New("bundle not found in labels")
-		}
-		var spec specs.Spec
-		if err := readJSON(filepath.Join(bundle, "config.json"), &spec); err != nil {
-			return -1, err
-		}
-		if spec.Process == nil {
-			return -1, errors.New("process property must not be empty")
-		}
-		sp = spec.Process
-		sp.Args, sp.Terminal = args, tty
-	}
-	if err := validateProcess(sp); err != nil {
+	} else if sp, err = bundleProcess(c, args, tty); err != nil {
 		return -1, err
 	}
 	p, err := newProcess(sp)
@@ -131,16 +190,7 @@ func execProcess(root, id string, args []string, procFile, pidFile string, tty b
 	}
 	type result struct{ status int }
 	exited := make(chan result, 1)
-	go func() {
-		ps, _ := p.Wait()
-		status := 255
-		if ps != nil {
-			if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-				status = utils.ExitStatus(unix.WaitStatus(ws))
-			}
-		}
-		exited <- result{status}
-	}()
+	go func() { exited <- result{waitStatus(p)} }()
 	term.resize()
 	for {
 		select {
