@@ -13,10 +13,23 @@
 //	  exec [--process F | ID ARGS...] [--pid-file P] [--tty] ID
 //	  state ID
 //
+// The runtime and its shim, being the navarch binary already, call the same
+// commands in process instead (Create, Start, Kill, Delete, Update, Run):
+// each `navarch runc` would pay the whole binary's start-up, some 50 ms of
+// package initialisation, where libcontainer needs about one. Only the
+// streaming exec (stdio and terminal handling of `runc exec`) runs as a
+// command.
+//
 // libcontainer starts a container's init (and each exec) by re-executing
 // the binary as `/proc/self/exe init`: the nsenter package imported here
 // joins or makes the namespaces in C before the Go runtime starts, then the
-// binary's main must call Init before doing anything else.
+// binary's main must call Init before doing anything else. That re-exec is
+// the built-in runtime's one cost over a runc binary: one start of the
+// navarch binary per container and per exec.
+//
+// Seccomp profiles are compiled only with the seccomp build tag (cgo and
+// libseccomp, as make builds); without it a container with a profile fails
+// with why, never runs unconfined.
 package libct
 
 import (
