@@ -12,6 +12,9 @@ import (
 	"k8s.io/component-base/cli"
 	kubectl "k8s.io/kubectl/pkg/cmd"
 	"k8s.io/kubectl/pkg/cmd/plugin"
+
+	// Only `navarch kubectl` loads kubectl's translations (see the package).
+	_ "github.com/navarch/navarch/internal/kubectli18n"
 )
 
 // DefaultKubeconfigPath is where `navarch server` writes its admin
