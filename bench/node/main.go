@@ -41,7 +41,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +49,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+
+	"github.com/navarch/navarch/internal/nodetest"
 )
 
 const (
@@ -128,7 +129,7 @@ func (b *bench) run(ctx context.Context, pods, parallel, replicas int) (*results
 		return nil, err
 	}
 	b.fwd, b.fwdErr = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	_, b.nftErr = nftTableOf(nftTable)
+	_, b.nftErr = nodetest.NFTTable(nftTable)
 	b.runtimeCgroups = map[string]bool{}
 	hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
 	for _, h := range hs {
@@ -667,8 +668,8 @@ func (b *bench) cleanup() {
 		}
 	}
 	if b.nftErr != nil { // the table was not there before this run
-		if _, err := nftTableOf(nftTable); err == nil {
-			if err := deleteNFTTable(nftTable); err != nil {
+		if _, err := nodetest.NFTTable(nftTable); err == nil {
+			if err := nodetest.DeleteNFTTable(nftTable); err != nil {
 				fmt.Fprintf(os.Stderr, "cleanup: nftables table %s: %v\n", nftTable, err)
 			}
 		}
@@ -676,13 +677,13 @@ func (b *bench) cleanup() {
 	if b.cgroupRoot != "" {
 		hs, _ := filepath.Glob("/sys/fs/cgroup/*" + b.cgroupRoot)
 		for _, h := range hs {
-			removeCgroupTree(h)
+			nodetest.RemoveCgroupTree(h)
 		}
 	}
 	hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
 	for _, h := range hs {
 		if !b.runtimeCgroups[h] {
-			removeCgroupTree(h)
+			nodetest.RemoveCgroupTree(h)
 		}
 	}
 	if b.fwdErr == nil {
@@ -736,58 +737,9 @@ func (b *bench) removeNodeLeftovers() {
 		fmt.Fprintf(os.Stderr, "cleanup: shim %d left\n", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	mounts := mountsUnder(b.agentDir)
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			fmt.Fprintf(os.Stderr, "cleanup: unmount %s: %v\n", m, err)
-		}
+	for _, err := range nodetest.Unmount(b.agentDir) {
+		fmt.Fprintln(os.Stderr, "cleanup:", err)
 	}
-}
-
-func mountsUnder(dir string) []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, l := range strings.Split(string(data), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
-// removeCgroupTree removes dir and every cgroup below it, deepest first; a
-// cgroup still in use stays.
-func removeCgroupTree(dir string) {
-	var dirs []string
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-	for _, d := range dirs {
-		_ = syscall.Rmdir(d)
-	}
-}
-
-func nftTableOf(name string) (*nftables.Table, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, err
-	}
-	return c.ListTableOfFamily(name, nftables.TableFamilyIPv4)
-}
-
-func deleteNFTTable(name string) error {
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: name})
-	return c.Flush()
 }
 
 // freeCIDR picks a 10.2xx.0.0/16 that no host address or route is in.

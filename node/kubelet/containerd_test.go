@@ -1,28 +1,18 @@
 package kubelet
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -31,7 +21,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/navarch/navarch/controlplane/apiserver/apiservertest"
-	"github.com/navarch/navarch/node/images"
+	"github.com/navarch/navarch/internal/nodetest"
 )
 
 // pauseRef is the sandbox image the test builds and gives containerd: it
@@ -179,7 +169,7 @@ func TestKubeletContainerd(t *testing.T) {
 	if got := c.ctr("containers", "ls", "-q"); len(strings.Fields(got)) != 2 {
 		t.Errorf("ctr containers while the pod runs: %q, want its sandbox and container", got)
 	}
-	if m := c.mounts(); len(m) == 0 {
+	if m := nodetest.Mounts(c.dir); len(m) == 0 {
 		t.Errorf("no mounts under %s while the pod runs (rootfs, shm)", c.dir)
 	}
 	if ports, _ := os.ReadDir("/sys/class/net/" + c.bridge + "/brif"); len(ports) != 1 {
@@ -212,60 +202,8 @@ func TestKubeletContainerd(t *testing.T) {
 // layout tarball ctr imports.
 func pauseImage(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "pause")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/pause")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build pause: %v\n%s", err, out)
-	}
-	body, err := os.ReadFile(bin)
+	p, err := nodetest.PauseImage("testdata/pause", t.TempDir(), pauseRef)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, d := range []string{"dev/", "proc/", "sys/", "etc/"} {
-		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write(body); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
-		tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	im, err := mutate.AppendLayers(base, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := im.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Config = v1.Config{Entrypoint: []string{"/pause"}, WorkingDir: "/"}
-	if im, err = mutate.ConfigFile(im, cf); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "pause.tar")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := images.WriteOCIArchive(f, []images.Named{{Ref: pauseRef, Image: im}}); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -349,47 +287,7 @@ func startContainerd(t *testing.T) *containerdNode {
 	if err := os.WriteFile(filepath.Join(cni, "10-"+c.bridge+".conflist"), conflist, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-# Plugins that would write outside the temporary directory or are not used.
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-
-# The tasks service needs the v1 runtime loaded, though CRI uses runc.v2.
-[plugins."io.containerd.runtime.v1.linux"]
-  runtime_root = %[8]q
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[5]q
-  # containerd gives sandboxes oom_score_adj -998; on this VM runc cannot
-  # set a value below its own and fails ("can't get final child's PID from
-  # pipe"): keep it no lower than containerd's.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = %[6]q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = %[7]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc", pauseRef, filepath.Join(dir, "runc"), cni, filepath.Join(dir, "runc-v1"))
+	config := nodetest.ContainerdConfig(dir, c.sock, pauseRef, cni)
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -482,26 +380,9 @@ func (c *containerdNode) stop() {
 			}
 		}
 	}
-	mounts := c.mounts()
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			t.Errorf("cleanup: unmount %s: %v", m, err)
-		}
+	for _, err := range nodetest.Unmount(c.dir) {
+		t.Errorf("cleanup: %v", err)
 	}
-}
-
-// mounts lists the mount points under the test's containerd directory.
-func (c *containerdNode) mounts() []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && strings.HasPrefix(f[4], c.dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
 }
 
 // leftovers lists what of deleted pods remains: sandboxes and containers
@@ -531,7 +412,7 @@ func (c *containerdNode) leftovers(rt runtimeapi.RuntimeServiceClient, dataDir s
 	if ids := strings.Fields(c.ctr("tasks", "ls", "-q")); len(ids) > 0 {
 		out = append(out, "ctr tasks "+strings.Join(ids, ","))
 	}
-	for _, m := range c.mounts() {
+	for _, m := range nodetest.Mounts(c.dir) {
 		out = append(out, "mount "+m)
 	}
 	ports, _ := os.ReadDir("/sys/class/net/" + c.bridge + "/brif")

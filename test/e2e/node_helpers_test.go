@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,12 +22,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -37,7 +29,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/navarch/navarch/node/images"
+	"github.com/navarch/navarch/internal/nodetest"
 )
 
 // This file runs real nodes for the node tests: `navarch agent` processes
@@ -187,7 +179,7 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 	nodeRequirements(t)
 	nodeImages(t)
 	fwd, fwdErr := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	_, nftErr := nodeNFTTable("cni-navarch")
+	_, nftErr := nodetest.NFTTable("cni-navarch")
 	cidr := nodeFreeCIDR(t)
 	s := startServer(t, "--cluster-cidr", cidr.String())
 	n := &nodeCluster{t: t, s: s, kc: clients(t)[0], cidr: cidr, dir: t.TempDir(), cgroupNames: map[string]bool{}}
@@ -221,8 +213,8 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 		// The built-in network's masquerade table (cni-NETWORK, the
 		// agents' default network name): removed if this test made it.
 		if nftErr != nil {
-			if _, err := nodeNFTTable("cni-navarch"); err == nil {
-				if err := nodeDeleteNFTTable("cni-navarch"); err != nil {
+			if _, err := nodetest.NFTTable("cni-navarch"); err == nil {
+				if err := nodetest.DeleteNFTTable("cni-navarch"); err != nil {
 					t.Errorf("cleanup: nftables table cni-navarch: %v", err)
 				}
 			}
@@ -422,19 +414,6 @@ func (a *nodeAgent) shims() []nodeProc {
 	return out
 }
 
-// mounts lists the mount points under dir.
-func nodeMounts(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
 // leftovers lists what pods leave on the node: veths on its bridge, mounts
 // under its data dir (rootfs, namespace files, volumes), shims, runc
 // containers, sandbox and container records, IP allocations; for a
@@ -445,12 +424,12 @@ func (a *nodeAgent) leftovers() []string {
 	for _, p := range ports {
 		out = append(out, "veth "+p.Name())
 	}
-	for _, m := range nodeMounts(a.dataDir) {
+	for _, m := range nodetest.Mounts(a.dataDir) {
 		out = append(out, "mount "+m)
 	}
 	if a.containerd != nil {
 		c := a.containerd
-		for _, m := range nodeMounts(c.dir) {
+		for _, m := range nodetest.Mounts(c.dir) {
 			out = append(out, "mount "+m)
 		}
 		for _, what := range []string{"containers", "tasks"} {
@@ -524,35 +503,14 @@ func (a *nodeAgent) removeLeftovers() {
 			a.n.cgroupNames[e.Name()] = true
 		}
 	}
-	mounts := nodeMounts(a.dataDir)
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			t.Errorf("cleanup: unmount %s: %v", m, err)
-		}
+	for _, err := range nodetest.Unmount(a.dataDir) {
+		t.Errorf("cleanup: %v", err)
 	}
 	if l, err := netlink.LinkByName(a.bridge); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
 			t.Errorf("cleanup: bridge %s: %v", a.bridge, err)
 		}
 	}
-}
-
-func nodeNFTTable(name string) (*nftables.Table, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, err
-	}
-	return c.ListTableOfFamily(name, nftables.TableFamilyIPv4)
-}
-
-func nodeDeleteNFTTable(name string) error {
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: name})
-	return c.Flush()
 }
 
 // apply sends a manifest to kubectl apply -f -, as a user would.
@@ -821,42 +779,7 @@ func (c *nodeContainerd) start(bridge string, subnet *net.IPNet) {
 	if err := os.WriteFile(filepath.Join(cni, "10-"+c.network+".conflist"), conflist, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.runtime.v1.linux"]
-  runtime_root = %[8]q
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[5]q
-  # runc here cannot set an oom_score_adj below its own (containerd gives
-  # sandboxes -998).
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = %[6]q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = %[7]q
-`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock, c.sock+".ttrpc", nodePause,
-		filepath.Join(c.dir, "runc"), cni, filepath.Join(c.dir, "runc-v1"))
+	config := nodetest.ContainerdConfig(c.dir, c.sock, nodePause, cni)
 	cfg := filepath.Join(c.dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -942,12 +865,8 @@ func (c *nodeContainerd) stop() {
 			}
 		}
 	}
-	mounts := nodeMounts(c.dir)
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			t.Errorf("cleanup: unmount %s: %v", m, err)
-		}
+	for _, err := range nodetest.Unmount(c.dir) {
+		t.Errorf("cleanup: %v", err)
 	}
 	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
 	for _, h := range hs {
@@ -970,60 +889,8 @@ func (c *nodeContainerd) stop() {
 // and writes it as an OCI tarball of nodePause into dir.
 func nodePauseImage(t *testing.T, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "pause")
-	build := exec.Command("go", "build", "-o", bin, "./node/kubelet/testdata/pause")
-	build.Dir = "../.."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build pause: %v\n%s", err, out)
-	}
-	body, err := os.ReadFile(bin)
+	p, err := nodetest.PauseImage("../../node/kubelet/testdata/pause", dir, nodePause)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, d := range []string{"dev/", "proc/", "sys/", "etc/"} {
-		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write(body); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
-		tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	im, err := mutate.AppendLayers(base, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := im.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Config = v1.Config{Entrypoint: []string{"/pause"}, WorkingDir: "/"}
-	if im, err = mutate.ConfigFile(im, cf); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "pause.tar")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := images.WriteOCIArchive(f, []images.Named{{Ref: nodePause, Image: im}}); err != nil {
 		t.Fatal(err)
 	}
 	return p

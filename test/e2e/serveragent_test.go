@@ -14,16 +14,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/navarch/navarch/internal/nodetest"
 )
 
 // saNode is a node of TestServerAgentAndJoin: the server's own, or the one
@@ -59,7 +59,7 @@ func TestServerAgentAndJoin(t *testing.T) {
 	joined := saNode{name: "e2e-joined-" + saRandHex(2), dataDir: t.TempDir(), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t),
 		cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
 	fwd, fwdErr := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	_, nftErr := saNFTTable("cni-navarch")
+	_, nftErr := nodetest.NFTTable("cni-navarch")
 	// The cgroups the nodes make (the runtime's /navarch and the nodes'
 	// cgroup roots) are removed unless they were there.
 	cgroups := map[string]bool{}
@@ -121,8 +121,8 @@ func TestServerAgentAndJoin(t *testing.T) {
 			saRemoveLeftovers(t, n)
 		}
 		if nftErr != nil { // the built-in network's table, if this test made it
-			if _, err := saNFTTable("cni-navarch"); err == nil {
-				if err := saDeleteNFTTable("cni-navarch"); err != nil {
+			if _, err := nodetest.NFTTable("cni-navarch"); err == nil {
+				if err := nodetest.DeleteNFTTable("cni-navarch"); err != nil {
 					t.Errorf("cleanup: nftables table cni-navarch: %v", err)
 				}
 			}
@@ -131,7 +131,7 @@ func TestServerAgentAndJoin(t *testing.T) {
 			hs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
 			for _, h := range hs {
 				if !cgroups[h] {
-					saRemoveCgroupTree(h)
+					nodetest.RemoveCgroupTree(h)
 				}
 			}
 		}
@@ -415,7 +415,7 @@ func saLeftovers(n saNode) []string {
 		return nil
 	}
 	var out []string
-	for _, m := range saMounts(n.dataDir) {
+	for _, m := range nodetest.Mounts(n.dataDir) {
 		out = append(out, "mount "+m)
 	}
 	for _, pid := range saShims(n.dataDir) {
@@ -425,18 +425,6 @@ func saLeftovers(n saNode) []string {
 		out = append(out, "runc containers "+strings.Join(strings.Fields(string(b)), ","))
 	}
 	return out
-}
-
-// saMounts lists the mount points under dir.
-func saMounts(dir string) []string {
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	var mounts []string
-	for _, l := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mounts = append(mounts, f[4])
-		}
-	}
-	return mounts
 }
 
 // saShims lists the built-in runtime's shims (re-execs of the binary)
@@ -487,49 +475,12 @@ func saRemoveLeftovers(t *testing.T, n saNode) {
 			_ = os.Remove(cg)
 		}
 	}
-	mounts := saMounts(n.dataDir)
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			t.Errorf("cleanup: unmount %s: %v", m, err)
-		}
+	for _, err := range nodetest.Unmount(n.dataDir) {
+		t.Errorf("cleanup: %v", err)
 	}
 	if l, err := netlink.LinkByName(n.bridge); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
 			t.Errorf("cleanup: bridge %s: %v", n.bridge, err)
 		}
 	}
-}
-
-// saRemoveCgroupTree removes a cgroup and the cgroups under it, deepest
-// first; a cgroup that still has processes stays.
-func saRemoveCgroupTree(dir string) {
-	var dirs []string
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-	for _, d := range dirs {
-		_ = syscall.Rmdir(d)
-	}
-}
-
-func saNFTTable(name string) (*nftables.Table, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, err
-	}
-	return c.ListTableOfFamily(name, nftables.TableFamilyIPv4)
-}
-
-func saDeleteNFTTable(name string) error {
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: name})
-	return c.Flush()
 }
