@@ -2,14 +2,12 @@ package kubelet
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,8 +35,7 @@ type containerdNode struct {
 	bridge  string
 	subnet  *net.IPNet
 	ipamDir string
-	cmd     *exec.Cmd
-	exited  chan error
+	cd      *nodetest.Containerd
 }
 
 // TestKubeletContainerd runs the kubelet against containerd's CRI (Debian's
@@ -209,120 +206,32 @@ func pauseImage(t *testing.T) string {
 	return p
 }
 
-// startContainerd writes a configuration confined to a temporary directory
-// (root, state, sockets, runc root, CNI configuration and IPAM state) and
-// runs containerd with it; the cleanup stops it and removes what it left.
+// startContainerd runs a containerd confined to a temporary directory
+// (root, state, sockets, runc root, CNI configuration and IPAM state); the
+// cleanup stops it and removes what it left.
 func startContainerd(t *testing.T) *containerdNode {
 	t.Helper()
 	dir := t.TempDir()
 	subnet, _ := freeSubnet(t)
 	c := &containerdNode{t: t, dir: dir, sock: filepath.Join(dir, "containerd.sock"), bridge: "ctrd" + randHex(4), subnet: subnet,
-		ipamDir: filepath.Join(dir, "ipam"), exited: make(chan error, 1)}
-
-	_, runDirErr := os.Stat("/run/containerd")
-	// containerd's CNI library caches results in /var/lib/cni whatever
-	// its configuration says (removed on DEL, the directories remain).
-	_, cniCacheErr := os.Stat("/var/lib/cni")
-	cgroupsBefore := map[string]bool{}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
-	for _, h := range hs {
-		cgroupsBefore[h] = true
-	}
+		ipamDir: filepath.Join(dir, "ipam"), cd: nodetest.NewContainerd(dir)}
 	t.Cleanup(func() {
 		if l, err := netlink.LinkByName(c.bridge); err == nil {
 			if err := netlink.LinkDel(l); err != nil {
 				t.Errorf("cleanup: bridge %s: %v", c.bridge, err)
 			}
 		}
-		// containerd puts containers' cgroups under /k8s.io when the
-		// kubelet gives no parent, and shim sockets in /run/containerd/s
-		// whatever its state directory: remove what was not there before
-		// and is empty now.
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
-		for _, h := range hs {
-			if !cgroupsBefore[h] {
-				_ = os.Remove(h)
-			}
-		}
-		if os.IsNotExist(runDirErr) {
-			_ = os.Remove("/run/containerd/s")
-			_ = os.Remove("/run/containerd")
-		}
-		if os.IsNotExist(cniCacheErr) {
-			_ = os.Remove("/var/lib/cni/results")
-			_ = os.Remove("/var/lib/cni")
-		}
+		c.cd.RestoreHost()
 	})
-
-	// The bridge, with the gateway address the host reaches pods by, is
-	// made here rather than by the bridge plugin: with isGateway the plugin
-	// would also turn on net.ipv4.ip_forward, a host-wide setting that
-	// other tests running at the same time read and restore.
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: c.bridge}}
-	if err := netlink.LinkAdd(br); err != nil {
-		t.Fatalf("bridge %s: %v", c.bridge, err)
-	}
-	gw := net.IPNet{IP: append(net.IP(nil), subnet.IP.To4()...), Mask: subnet.Mask}
-	gw.IP[3] = 1
-	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &gw}); err != nil {
-		t.Fatalf("bridge %s: address %s: %v", c.bridge, gw.String(), err)
-	}
-	if err := netlink.LinkSetUp(br); err != nil {
-		t.Fatalf("bridge %s: up: %v", c.bridge, err)
-	}
-
-	cni := filepath.Join(dir, "cni")
-	if err := os.MkdirAll(cni, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conflist, _ := json.Marshal(map[string]any{
-		"cniVersion": "0.4.0", "name": c.bridge,
-		"plugins": []any{map[string]any{
-			"type": "bridge", "bridge": c.bridge, "isGateway": false, "ipMasq": false, "hairpinMode": true,
-			"ipam": map[string]any{"type": "host-local", "dataDir": c.ipamDir,
-				"ranges": [][]map[string]string{{{"subnet": subnet.String(), "gateway": gw.IP.String()}}},
-				"routes": []map[string]string{{"dst": "0.0.0.0/0", "gw": gw.IP.String()}}},
-		}},
-	})
-	if err := os.WriteFile(filepath.Join(cni, "10-"+c.bridge+".conflist"), conflist, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	config := nodetest.ContainerdConfig(dir, c.sock, pauseRef, cni)
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	err := c.cd.Start(c.bridge, c.bridge, subnet, pauseRef)
+	t.Cleanup(c.stop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command("containerd", "--config", cfgPath, "--log-level", "info")
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	// Its own process group, so that a signal to the test's group does
-	// not reach it before the cleanup has asked it to remove the pods.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	go func() { c.exited <- c.cmd.Wait(); logf.Close() }()
-	t.Cleanup(c.stop)
-	apiservertest.Eventually(t, 30*time.Second, "containerd socket", func() error {
-		select {
-		case err := <-c.exited:
-			c.exited <- err
-			t.Fatalf("containerd exited: %v\n%s", err, c.log())
-		default:
-		}
-		_, err := os.Stat(c.sock)
-		return err
-	})
 	return c
 }
 
-func (c *containerdNode) log() string {
-	b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-	return string(b)
-}
+func (c *containerdNode) log() string { return c.cd.Log() }
 
 // ctr runs ctr against the test's containerd in CRI's namespace.
 func (c *containerdNode) ctr(args ...string) string {
@@ -353,35 +262,11 @@ func (c *containerdNode) removeSandboxes(rt runtimeapi.RuntimeServiceClient) {
 	}
 }
 
-// stop stops containerd, kills shims it left (by their -address, which is
-// this test's socket) and unmounts what remains under the temporary
-// directory (overlay rootfs, shm, netns), deepest first.
+// stop stops containerd, kills shims it left and unmounts what remains
+// under the temporary directory.
 func (c *containerdNode) stop() {
-	t := c.t
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(15 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && strings.Contains(string(b), "\x00"+c.sock+"\x00") {
-			var pid int
-			if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid); err == nil {
-				t.Errorf("cleanup: containerd left shim %d running; killing it", pid)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	for _, err := range nodetest.Unmount(c.dir) {
-		t.Errorf("cleanup: %v", err)
+	for _, err := range c.cd.Stop() {
+		c.t.Errorf("cleanup: %v", err)
 	}
 }
 

@@ -697,11 +697,7 @@ type nodeContainerd struct {
 	dir     string
 	sock    string
 	network string
-	cmd     *exec.Cmd
-	exited  chan error
-	// what was there before it ran, for the cleanup
-	runDirErr, cniCacheErr error
-	cgroups                map[string]bool
+	cd      *nodetest.Containerd
 }
 
 // startContainerdAgent starts a containerd with the test images and a
@@ -724,8 +720,9 @@ func (n *nodeCluster) startContainerdAgent(name string, k int) *nodeAgent {
 	if err := os.MkdirAll(a.dataDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c := &nodeContainerd{t: t, dir: filepath.Join(n.dir, name+"-containerd"), network: a.bridge, exited: make(chan error, 1), cgroups: map[string]bool{}}
-	c.sock = filepath.Join(c.dir, "containerd.sock")
+	c := &nodeContainerd{t: t, dir: filepath.Join(n.dir, name+"-containerd"), network: a.bridge}
+	c.cd = nodetest.NewContainerd(c.dir)
+	c.sock = c.cd.Sock
 	a.containerd = c
 	// In the agents list before anything can fail, so that the teardown
 	// stops containerd and removes the bridge.
@@ -740,72 +737,9 @@ func (n *nodeCluster) startContainerdAgent(name string, k int) *nodeAgent {
 }
 
 func (c *nodeContainerd) start(bridge string, subnet *net.IPNet) {
-	t := c.t
-	_, c.runDirErr = os.Stat("/run/containerd")
-	// containerd's CNI library caches results in /var/lib/cni whatever its
-	// configuration says.
-	_, c.cniCacheErr = os.Stat("/var/lib/cni")
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
-	for _, h := range hs {
-		c.cgroups[h] = true
+	if err := c.cd.Start(bridge, c.network, subnet, nodePause); err != nil {
+		c.t.Fatal(err)
 	}
-	cni := filepath.Join(c.dir, "cni")
-	if err := os.MkdirAll(cni, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The bridge and its gateway address are made here: the bridge
-	// plugin's isGateway would also turn on ip_forward host-wide.
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}}
-	if err := netlink.LinkAdd(br); err != nil {
-		t.Fatalf("bridge %s: %v", bridge, err)
-	}
-	gw := &net.IPNet{IP: append(net.IP(nil), subnet.IP.To4()...), Mask: subnet.Mask}
-	gw.IP[3] = 1
-	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: gw}); err != nil {
-		t.Fatalf("bridge %s: address %s: %v", bridge, gw, err)
-	}
-	if err := netlink.LinkSetUp(br); err != nil {
-		t.Fatalf("bridge %s up: %v", bridge, err)
-	}
-	conflist, _ := json.Marshal(map[string]any{
-		"cniVersion": "0.4.0", "name": c.network,
-		"plugins": []any{map[string]any{
-			"type": "bridge", "bridge": bridge, "isGateway": false, "ipMasq": false, "hairpinMode": true,
-			"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(c.dir, "ipam"),
-				"ranges": [][]map[string]string{{{"subnet": subnet.String(), "gateway": gw.IP.String()}}},
-				"routes": []map[string]string{{"dst": "0.0.0.0/0", "gw": gw.IP.String()}}},
-		}},
-	})
-	if err := os.WriteFile(filepath.Join(cni, "10-"+c.network+".conflist"), conflist, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	config := nodetest.ContainerdConfig(c.dir, c.sock, nodePause, cni)
-	cfg := filepath.Join(c.dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(c.dir, "containerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.cmd = exec.Command("containerd", "--config", cfg, "--log-level", "info")
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	go func() { c.exited <- c.cmd.Wait(); logf.Close() }()
-	eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-c.exited:
-			c.exited <- err
-			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-			t.Fatalf("containerd exited: %v\n%s", err, b)
-		default:
-		}
-		_, err := os.Stat(c.sock)
-		return err
-	})
 }
 
 // ctr runs ctr against the test's containerd in CRI's namespace; with must
@@ -826,7 +760,7 @@ func (c *nodeContainerd) ctr(must bool, args ...string) string {
 // their netns, mounts and shims), stops it, and removes what remains.
 func (c *nodeContainerd) stop() {
 	t := c.t
-	if c.cmd == nil {
+	if !c.cd.Running() {
 		return
 	}
 	if conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials())); err == nil {
@@ -843,45 +777,10 @@ func (c *nodeContainerd) stop() {
 		cancel()
 		conn.Close()
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(15 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
-	c.cmd = nil
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && strings.Contains(string(b), "\x00"+c.sock+"\x00") {
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-				t.Errorf("cleanup: containerd left shim %d; killing it", pid)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	for _, err := range nodetest.Unmount(c.dir) {
+	for _, err := range c.cd.Stop() {
 		t.Errorf("cleanup: %v", err)
 	}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
-	for _, h := range hs {
-		if !c.cgroups[h] {
-			_ = os.Remove(h)
-		}
-	}
-	if os.IsNotExist(c.runDirErr) {
-		_ = os.Remove("/run/containerd/s")
-		_ = os.Remove("/run/containerd")
-	}
-	if os.IsNotExist(c.cniCacheErr) {
-		_ = os.Remove("/var/lib/cni/results")
-		_ = os.Remove("/var/lib/cni")
-	}
+	c.cd.RestoreHost()
 }
 
 // nodePauseImage builds node/kubelet/testdata/pause (the sandbox image
