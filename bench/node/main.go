@@ -21,7 +21,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -109,9 +108,7 @@ type bench struct {
 	agentExited   chan error
 	agentLog      string
 
-	fwd            []byte
-	fwdErr, nftErr error
-	runtimeCgroups map[string]bool // /sys/fs/cgroup/*/navarch that existed before
+	host *nodetest.Host // ip_forward, the nftables table and the runtime's cgroups as they were
 }
 
 // results is what the run measured.
@@ -128,13 +125,7 @@ func (b *bench) run(ctx context.Context, pods, parallel, replicas int) (*results
 	if b.dir, err = os.MkdirTemp("", "navarch-bench-node-"); err != nil {
 		return nil, err
 	}
-	b.fwd, b.fwdErr = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	_, b.nftErr = nodetest.NFTTable(nftTable)
-	b.runtimeCgroups = map[string]bool{}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
-	for _, h := range hs {
-		b.runtimeCgroups[h] = true
-	}
+	b.host = nodetest.SaveHost(nftTable, "/sys/fs/cgroup/*/navarch")
 	cidr, err := freeCIDR()
 	if err != nil {
 		return nil, err
@@ -521,7 +512,7 @@ func (b *bench) cpuNow() phaseCPU {
 	a, ac := procCPU(b.agent.Process.Pid)
 	s, _ := procCPU(b.server.Process.Pid)
 	var sh time.Duration
-	for _, pid := range b.shimPIDs() {
+	for _, pid := range nodetest.ShimPIDs(b.agentDir) {
 		self, children := procCPU(pid)
 		sh += self + children
 	}
@@ -599,30 +590,9 @@ type shims struct {
 	count, pss, rssAnon, vmRSS int
 }
 
-// shimPIDs lists the `navarch runtime-shim` processes of the agent's data
-// dir.
-func (b *bench) shimPIDs() []int {
-	var out []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
-		if len(args) < 2 || args[1] != "runtime-shim" || !strings.Contains(string(data), b.agentDir+"/") {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 func (b *bench) shims() shims {
 	var s shims
-	for _, pid := range b.shimPIDs() {
+	for _, pid := range nodetest.ShimPIDs(b.agentDir) {
 		m, err := readMemory(pid)
 		if err != nil {
 			continue
@@ -658,7 +628,13 @@ func (b *bench) cleanup() {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 	if b.agentDir != "" {
-		b.removeNodeLeftovers()
+		found, errs := nodetest.RemoveNodeLeftovers(b.agentDir)
+		for _, f := range found {
+			fmt.Fprintf(os.Stderr, "cleanup: %s left\n", f)
+		}
+		for _, err := range errs {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
+		}
 	}
 	if b.bridge != "" {
 		if l, err := netlink.LinkByName(b.bridge); err == nil {
@@ -667,30 +643,16 @@ func (b *bench) cleanup() {
 			}
 		}
 	}
-	if b.nftErr != nil { // the table was not there before this run
-		if _, err := nodetest.NFTTable(nftTable); err == nil {
-			if err := nodetest.DeleteNFTTable(nftTable); err != nil {
-				fmt.Fprintf(os.Stderr, "cleanup: nftables table %s: %v\n", nftTable, err)
-			}
+	if b.host != nil {
+		globs := []string{"/sys/fs/cgroup/*/navarch"}
+		if b.cgroupRoot != "" {
+			globs = append(globs, "/sys/fs/cgroup/*"+b.cgroupRoot)
 		}
-	}
-	if b.cgroupRoot != "" {
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*" + b.cgroupRoot)
-		for _, h := range hs {
+		for _, h := range b.host.NewCgroups(globs...) {
 			nodetest.RemoveCgroupTree(h)
 		}
-	}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/navarch")
-	for _, h := range hs {
-		if !b.runtimeCgroups[h] {
-			nodetest.RemoveCgroupTree(h)
-		}
-	}
-	if b.fwdErr == nil {
-		if now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); !bytes.Equal(now, b.fwd) {
-			if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", b.fwd, 0o644); err != nil {
-				fmt.Fprintf(os.Stderr, "cleanup: restore ip_forward: %v\n", err)
-			}
+		for _, err := range b.host.Restore() {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
 		}
 	}
 	if b.server != nil && b.server.Process != nil {
@@ -718,27 +680,6 @@ func (b *bench) agentRunning() bool {
 		return false
 	default:
 		return true
-	}
-}
-
-// removeNodeLeftovers removes, and reports, what the stopped agent's pods
-// left: runc containers, shims, mounts under its data dir.
-func (b *bench) removeNodeLeftovers() {
-	root := filepath.Join(b.agentDir, "runtime", "runc")
-	if out, err := exec.Command("runc", "--root", root, "list", "-q").Output(); err == nil {
-		for _, id := range strings.Fields(string(out)) {
-			fmt.Fprintf(os.Stderr, "cleanup: runc container %s left\n", id)
-			if out, err := exec.Command("runc", "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "cleanup: runc delete %s: %v %s\n", id, err, out)
-			}
-		}
-	}
-	for _, pid := range b.shimPIDs() {
-		fmt.Fprintf(os.Stderr, "cleanup: shim %d left\n", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	for _, err := range nodetest.Unmount(b.agentDir) {
-		fmt.Fprintln(os.Stderr, "cleanup:", err)
 	}
 }
 

@@ -178,22 +178,14 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 	t.Helper()
 	nodeRequirements(t)
 	nodeImages(t)
-	fwd, fwdErr := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	_, nftErr := nodetest.NFTTable("cni-navarch")
+	// The built-in network's masquerade table (cni-NETWORK, the agents'
+	// default network name), removed if this test made it; the runtime's
+	// and the kubelet's cgroup parents, removed at the end unless they
+	// were there before.
+	host := nodetest.SaveHost("cni-navarch", "/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods", "/sys/fs/cgroup/*/kubepods/*")
 	cidr := nodeFreeCIDR(t)
 	s := startServer(t, "--cluster-cidr", cidr.String())
 	n := &nodeCluster{t: t, s: s, kc: clients(t)[0], cidr: cidr, dir: t.TempDir(), cgroupNames: map[string]bool{}}
-	// The runtime's and the kubelet's cgroup parents, removed at the end
-	// unless they were there before.
-	cgroupParents := map[string]bool{}
-	for _, pat := range []string{"/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods", "/sys/fs/cgroup/*/kubepods/*"} {
-		hs, _ := filepath.Glob(pat)
-		for _, h := range hs {
-			if fi, err := os.Stat(h); err == nil && fi.IsDir() {
-				cgroupParents[h] = true
-			}
-		}
-	}
 	t.Cleanup(func() {
 		n.deleteAll()
 		for _, a := range n.agents {
@@ -210,36 +202,13 @@ func startNodeCluster(t *testing.T) *nodeCluster {
 				t.Errorf("cleanup: cgroup %s: %v", cg, err)
 			}
 		}
-		// The built-in network's masquerade table (cni-NETWORK, the
-		// agents' default network name): removed if this test made it.
-		if nftErr != nil {
-			if _, err := nodetest.NFTTable("cni-navarch"); err == nil {
-				if err := nodetest.DeleteNFTTable("cni-navarch"); err != nil {
-					t.Errorf("cleanup: nftables table cni-navarch: %v", err)
-				}
-			}
-		}
-		var parents []string
-		for _, pat := range []string{"/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods/*", "/sys/fs/cgroup/*/kubepods"} {
-			hs, _ := filepath.Glob(pat)
-			for _, h := range hs {
-				if fi, err := os.Stat(h); err == nil && fi.IsDir() && !cgroupParents[h] {
-					parents = append(parents, h)
-				}
-			}
-		}
-		for _, h := range parents {
+		for _, h := range host.NewCgroups("/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*/kubepods/*", "/sys/fs/cgroup/*/kubepods") {
 			// Only an empty cgroup goes: another node on this host
 			// may be using it.
 			_ = os.Remove(h)
 		}
-		if fwdErr == nil {
-			if now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); !bytes.Equal(now, fwd) {
-				t.Logf("ip_forward: %q back to %q", now, fwd)
-				if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", fwd, 0o644); err != nil {
-					t.Errorf("cleanup: restore ip_forward: %v", err)
-				}
-			}
+		for _, err := range host.Restore() {
+			t.Errorf("cleanup: %v", err)
 		}
 	})
 	return n

@@ -58,17 +58,10 @@ func TestServerAgentAndJoin(t *testing.T) {
 	own := saNode{name: "e2e-own-" + saRandHex(2), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t), cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
 	joined := saNode{name: "e2e-joined-" + saRandHex(2), dataDir: t.TempDir(), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t),
 		cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
-	fwd, fwdErr := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	_, nftErr := nodetest.NFTTable("cni-navarch")
 	// The cgroups the nodes make (the runtime's /navarch and the nodes'
-	// cgroup roots) are removed unless they were there.
-	cgroups := map[string]bool{}
-	for _, name := range []string{"navarch"} {
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
-		for _, h := range hs {
-			cgroups[h] = true
-		}
-	}
+	// cgroup roots) are removed unless they were there; the built-in
+	// network's table too, and ip_forward goes back as found.
+	host := nodetest.SaveHost("cni-navarch", "/sys/fs/cgroup/*/navarch")
 
 	// The API server reaches the kubelets at their InternalIP: loopback
 	// keeps that on this host. Each node has a cgroup root of its own, so
@@ -120,27 +113,11 @@ func TestServerAgentAndJoin(t *testing.T) {
 			}
 			saRemoveLeftovers(t, n)
 		}
-		if nftErr != nil { // the built-in network's table, if this test made it
-			if _, err := nodetest.NFTTable("cni-navarch"); err == nil {
-				if err := nodetest.DeleteNFTTable("cni-navarch"); err != nil {
-					t.Errorf("cleanup: nftables table cni-navarch: %v", err)
-				}
-			}
+		for _, h := range host.NewCgroups("/sys/fs/cgroup/*/navarch", "/sys/fs/cgroup/*"+own.cgroupRoot, "/sys/fs/cgroup/*"+joined.cgroupRoot) {
+			nodetest.RemoveCgroupTree(h)
 		}
-		for _, name := range []string{"navarch", own.cgroupRoot[1:], joined.cgroupRoot[1:]} {
-			hs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
-			for _, h := range hs {
-				if !cgroups[h] {
-					nodetest.RemoveCgroupTree(h)
-				}
-			}
-		}
-		if fwdErr == nil {
-			if now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); !bytes.Equal(now, fwd) {
-				if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", fwd, 0o644); err != nil {
-					t.Errorf("cleanup: restore ip_forward: %v", err)
-				}
-			}
+		for _, err := range host.Restore() {
+			t.Errorf("cleanup: %v", err)
 		}
 	})
 
@@ -418,33 +395,13 @@ func saLeftovers(n saNode) []string {
 	for _, m := range nodetest.Mounts(n.dataDir) {
 		out = append(out, "mount "+m)
 	}
-	for _, pid := range saShims(n.dataDir) {
+	for _, pid := range nodetest.ShimPIDs(n.dataDir) {
 		out = append(out, fmt.Sprintf("shim %d", pid))
 	}
-	if b, err := exec.Command("runc", "--root", filepath.Join(n.dataDir, "runtime", "runc"), "list", "-q").Output(); err == nil && strings.TrimSpace(string(b)) != "" {
+	if b, err := exec.Command("runc", "--root", nodetest.RuncRoot(n.dataDir), "list", "-q").Output(); err == nil && strings.TrimSpace(string(b)) != "" {
 		out = append(out, "runc containers "+strings.Join(strings.Fields(string(b)), ","))
 	}
 	return out
-}
-
-// saShims lists the built-in runtime's shims (re-execs of the binary)
-// that work under dir.
-func saShims(dir string) []int {
-	var pids []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 1 && args[0] == navarchBin && args[1] == "runtime-shim" && strings.Contains(string(b), dir+"/") {
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
 }
 
 // saRemoveLeftovers removes what a stopped node's pods left if the test
@@ -455,17 +412,12 @@ func saRemoveLeftovers(t *testing.T, n saNode) {
 	if n.dataDir == "" {
 		return
 	}
-	root := filepath.Join(n.dataDir, "runtime", "runc")
-	if b, err := exec.Command("runc", "--root", root, "list", "-q").Output(); err == nil {
-		for _, id := range strings.Fields(string(b)) {
-			t.Logf("cleanup: runc container %s of %s left", id, n.name)
-			if out, err := exec.Command("runc", "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
-				t.Errorf("cleanup: runc delete %s: %v %s", id, err, out)
-			}
-		}
+	found, errs := nodetest.RemoveNodeLeftovers(n.dataDir)
+	for _, f := range found {
+		t.Logf("cleanup: %s of %s left", f, n.name)
 	}
-	for _, pid := range saShims(n.dataDir) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, err := range errs {
+		t.Errorf("cleanup: %v", err)
 	}
 	es, _ := os.ReadDir(filepath.Join(n.dataDir, "runtime", "containers"))
 	for _, e := range es {
@@ -474,9 +426,6 @@ func saRemoveLeftovers(t *testing.T, n saNode) {
 		for _, cg := range cgs {
 			_ = os.Remove(cg)
 		}
-	}
-	for _, err := range nodetest.Unmount(n.dataDir) {
-		t.Errorf("cleanup: %v", err)
 	}
 	if l, err := netlink.LinkByName(n.bridge); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
