@@ -126,7 +126,7 @@ func (b *bench) run(ctx context.Context, pods, parallel, replicas int) (*results
 		return nil, err
 	}
 	b.host = nodetest.SaveHost(nftTable, "/sys/fs/cgroup/*/navarch")
-	cidr, err := freeCIDR()
+	cidr, err := nodetest.FreeCIDR()
 	if err != nil {
 		return nil, err
 	}
@@ -681,35 +681,6 @@ func (b *bench) agentRunning() bool {
 	default:
 		return true
 	}
-}
-
-// freeCIDR picks a 10.2xx.0.0/16 that no host address or route is in.
-func freeCIDR() (*net.IPNet, error) {
-	addrs, _ := net.InterfaceAddrs()
-	routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
-	for i := 0; i < 100; i++ {
-		r := make([]byte, 1)
-		_, _ = rand.Read(r)
-		_, n, _ := net.ParseCIDR(fmt.Sprintf("10.%d.0.0/16", 200+int(r[0])%50))
-		clash := false
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && (n.Contains(ipn.IP) || ipn.Contains(n.IP)) {
-				clash = true
-			}
-		}
-		for _, rt := range routes {
-			if rt.Dst == nil || rt.Dst.IP.To4() == nil {
-				continue
-			}
-			if ones, _ := rt.Dst.Mask.Size(); ones > 0 && (n.Contains(rt.Dst.IP) || rt.Dst.Contains(n.IP)) {
-				clash = true
-			}
-		}
-		if !clash {
-			return n, nil
-		}
-	}
-	return nil, fmt.Errorf("no free /16 in 10.200.0.0-10.249.0.0 for the cluster CIDR")
 }
 
 func randHex(n int) string {

@@ -43,53 +43,14 @@ type containerdNode struct {
 // the node's CIDR, answers HTTP from the host, and once deleted leaves no
 // sandbox, container, veth or IP allocation behind.
 func TestKubeletContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the containerd test needs root (containerd, namespaces, mounts, bridges)")
-	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("the containerd test needs %s in PATH (make deps installs Debian's containerd and runc)", bin)
-		}
-	}
-	for _, p := range []string{"bridge", "host-local", "loopback"} {
-		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
-			t.Skipf("the containerd test needs /usr/lib/cni/%s (Debian's containernetworking-plugins)", p)
-		}
-	}
 	began := time.Now()
-	tars := testImages(t)
-	tars = append(tars, pauseImage(t))
-	c := startContainerd(t)
-	for _, tar := range tars {
-		c.ctr("images", "import", tar)
-	}
-
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	c, rt, img, cgroupRoot := containerdCRI(t)
 	ctx := context.Background()
 	v, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
 	if err != nil {
 		t.Fatalf("containerd CRI version: %v\n%s", err, c.log())
 	}
 	t.Logf("runtime %s %s (CRI %s)", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion)
-	// The pod cgroups (kubepods/...) go under a root of the test's own.
-	cgroupRoot := "/navarch-ctrd-test-" + randHex(4)
-	// Cleanups run last first: this one after the sandboxes' removal.
-	t.Cleanup(func() {
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*")
-		for _, h := range append(hs, "/sys/fs/cgroup") {
-			if err := removeCgroupTree(filepath.Join(h, cgroupRoot)); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		}
-	})
-	// Whatever the test leaves, removed while containerd still runs, so
-	// that it tears down the netns, mounts and shims it made.
-	t.Cleanup(func() { c.removeSandboxes(rt) })
 
 	srv := apiservertest.Start(t)
 	dataDir := t.TempDir()
@@ -193,6 +154,52 @@ func TestKubeletContainerd(t *testing.T) {
 		return nil
 	})
 	t.Logf("containerd test took %v", time.Since(began).Round(time.Millisecond))
+}
+
+// containerdCRI skips unless this host can run containerd, starts one
+// with the test images and the pause image and connects to its CRI. The
+// pods' cgroups (kubepods/...) are to go under cgroupRoot, the test's own,
+// removed at the end; what sandboxes the test leaves are removed first,
+// while containerd still runs, so that it tears down the netns, mounts
+// and shims it made.
+func containerdCRI(t *testing.T) (c *containerdNode, rt runtimeapi.RuntimeServiceClient, img runtimeapi.ImageServiceClient, cgroupRoot string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the containerd test needs root (containerd, namespaces, mounts, bridges)")
+	}
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("the containerd test needs %s in PATH (make deps installs Debian's containerd and runc)", bin)
+		}
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
+			t.Skipf("the containerd test needs /usr/lib/cni/%s (Debian's containernetworking-plugins)", p)
+		}
+	}
+	tars := append(testImages(t), pauseImage(t))
+	c = startContainerd(t)
+	for _, tar := range tars {
+		c.ctr("images", "import", tar)
+	}
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rt, img = runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	cgroupRoot = "/navarch-ctrd-test-" + randHex(4)
+	// Cleanups run last first: this one after the sandboxes' removal.
+	t.Cleanup(func() {
+		hs, _ := filepath.Glob("/sys/fs/cgroup/*")
+		for _, h := range append(hs, "/sys/fs/cgroup") {
+			if err := removeCgroupTree(filepath.Join(h, cgroupRoot)); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	t.Cleanup(func() { c.removeSandboxes(rt) })
+	return c, rt, img, cgroupRoot
 }
 
 // pauseImage builds testdata/pause static and packs it as pauseRef, an OCI

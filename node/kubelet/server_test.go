@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -719,39 +717,7 @@ func openTestPty(t *testing.T) (master, slave *os.File) {
 // streaming server answers the URLs, so exec and port-forward work through
 // the kubelet with nothing of the built-in runtime.
 func TestKubeletServerContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the containerd test needs root (containerd, namespaces, mounts, bridges)")
-	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("the containerd test needs %s in PATH", bin)
-		}
-	}
-	for _, p := range []string{"bridge", "host-local", "loopback"} {
-		if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
-			t.Skipf("the containerd test needs /usr/lib/cni/%s", p)
-		}
-	}
-	c := startContainerd(t)
-	for _, tar := range append(testImages(t), pauseImage(t)) {
-		c.ctr("images", "import", tar)
-	}
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	cgroupRoot := "/navarch-ctrd-test-" + randHex(4)
-	t.Cleanup(func() {
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*")
-		for _, h := range append(hs, "/sys/fs/cgroup") {
-			if err := removeCgroupTree(filepath.Join(h, cgroupRoot)); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		}
-	})
-	t.Cleanup(func() { c.removeSandboxes(rt) })
+	c, rt, img, cgroupRoot := containerdCRI(t)
 
 	srv := apiservertest.Start(t)
 	dataDir := t.TempDir()

@@ -88,36 +88,14 @@ func nodeRequirements(t *testing.T) {
 	}
 }
 
-// nodeFreeCIDR picks a 10.2xx.0.0/16 no host interface address is in, so
-// that every node's pod CIDR out of it is free too.
+// nodeFreeCIDR picks a cluster CIDR that is free on this host.
 func nodeFreeCIDR(t *testing.T) *net.IPNet {
 	t.Helper()
-	addrs, _ := net.InterfaceAddrs()
-	for i := 0; i < 100; i++ {
-		b := make([]byte, 1)
-		_, _ = rand.Read(b)
-		_, n, _ := net.ParseCIDR(fmt.Sprintf("10.%d.0.0/16", 200+int(b[0])%50))
-		clash := false
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && (n.Contains(ipn.IP) || ipn.Contains(n.IP)) {
-				clash = true
-			}
-		}
-		routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
-		for _, r := range routes {
-			if r.Dst == nil || r.Dst.IP.To4() == nil {
-				continue
-			}
-			if ones, _ := r.Dst.Mask.Size(); ones > 0 && (n.Contains(r.Dst.IP) || r.Dst.Contains(n.IP)) {
-				clash = true
-			}
-		}
-		if !clash {
-			return n
-		}
+	n, err := nodetest.FreeCIDR()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free /16 for the cluster CIDR")
-	return nil
+	return n
 }
 
 // nodeSubnet is the k-th /24 of cidr.
@@ -618,7 +596,13 @@ func nodeGet(url string) (string, error) {
 // host.
 func (n *nodeCluster) waitHostname(ip, want string) {
 	n.t.Helper()
-	eventually(n.t, 15*time.Second, func() error {
+	nodeWaitHostname(n.t, ip, want)
+}
+
+// nodeWaitHostname is waitHostname for a test without a nodeCluster.
+func nodeWaitHostname(t *testing.T, ip, want string) {
+	t.Helper()
+	eventually(t, 15*time.Second, func() error {
 		body, err := nodeGet("http://" + net.JoinHostPort(ip, "8080") + "/hostname")
 		if err != nil {
 			return err

@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,7 +52,7 @@ func TestServerAgentAndJoin(t *testing.T) {
 		t.Skip("the server's node needs runc in PATH (make deps)")
 	}
 	image := saTestserverImage(t)
-	cidr := saFreeCIDR(t)
+	cidr := nodeFreeCIDR(t)
 	own := saNode{name: "e2e-own-" + saRandHex(2), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t), cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
 	joined := saNode{name: "e2e-joined-" + saRandHex(2), dataDir: t.TempDir(), bridge: "nvs" + saRandHex(3), kubeletPort: freePort(t),
 		cgroupRoot: "/navarch-e2e-" + saRandHex(3)}
@@ -165,7 +163,7 @@ spec:
 		t.Fatalf("kubectl apply: %s", r)
 	}
 	pod := saWaitRunning(t, s, c, "hello", own.name)
-	saWaitHostname(t, pod.Status.PodIP, "hello")
+	nodeWaitHostname(t, pod.Status.PodIP, "hello")
 	containerID := pod.Status.ContainerStatuses[0].ContainerID
 	v1, _ := filepath.Glob("/sys/fs/cgroup/*" + own.cgroupRoot + "/kubepods")
 	if v2, _ := filepath.Glob("/sys/fs/cgroup" + own.cgroupRoot + "/kubepods"); len(v1)+len(v2) == 0 {
@@ -175,7 +173,7 @@ spec:
 	// Stopping the server leaves the container running; the restarted
 	// server's agent re-adopts it.
 	s.stop()
-	if body, err := saGet("http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + "/hostname"); err != nil || strings.TrimSpace(body) != "hello" {
+	if body, err := nodeGet("http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + "/hostname"); err != nil || strings.TrimSpace(body) != "hello" {
 		t.Fatalf("with the server stopped the pod does not answer: %q %v", body, err)
 	}
 	s.start()
@@ -190,7 +188,7 @@ spec:
 		t.Errorf("after the restart: container %s restarts %d IP %s, want the same container %s, 0 restarts, IP %s",
 			cs.ContainerID, cs.RestartCount, again.Status.PodIP, containerID, pod.Status.PodIP)
 	}
-	saWaitHostname(t, pod.Status.PodIP, "hello")
+	nodeWaitHostname(t, pod.Status.PodIP, "hello")
 
 	// Joining with a token that names another CA, or the right CA with
 	// a wrong secret, fails at once with one line.
@@ -243,7 +241,7 @@ spec:
 	if cs := saWaitRunning(t, s, c, "hello", own.name).Status.ContainerStatuses[0]; cs.ContainerID != containerID || cs.RestartCount != 0 {
 		t.Errorf("after the join: container %s restarts %d, want %s with 0 restarts", cs.ContainerID, cs.RestartCount, containerID)
 	}
-	saWaitHostname(t, pod.Status.PodIP, "hello")
+	nodeWaitHostname(t, pod.Status.PodIP, "hello")
 }
 
 // saWaitNodeReady waits for the node's Ready condition, failing early if
@@ -288,35 +286,6 @@ func saWaitRunning(t *testing.T, s *server, c client, name, node string) *corev1
 	return &p
 }
 
-// saWaitHostname waits until http://IP:8080/hostname answers want.
-func saWaitHostname(t *testing.T, ip, want string) {
-	t.Helper()
-	eventually(t, 15*time.Second, func() error {
-		body, err := saGet("http://" + net.JoinHostPort(ip, "8080") + "/hostname")
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(body) != want {
-			return fmt.Errorf("hostname of %s: %q, want %q", ip, body, want)
-		}
-		return nil
-	})
-}
-
-func saGet(url string) (string, error) {
-	c := http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return string(b), err
-}
-
 func saTail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -351,38 +320,6 @@ func saTestserverImage(t *testing.T) string {
 func saExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// saFreeCIDR picks a 10.2xx.0.0/16 that no host address or route is in,
-// so that every node's pod CIDR out of it is free too.
-func saFreeCIDR(t *testing.T) *net.IPNet {
-	t.Helper()
-	addrs, _ := net.InterfaceAddrs()
-	routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
-	for i := 0; i < 100; i++ {
-		b := make([]byte, 1)
-		_, _ = rand.Read(b)
-		_, n, _ := net.ParseCIDR(fmt.Sprintf("10.%d.0.0/16", 200+int(b[0])%50))
-		clash := false
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && (n.Contains(ipn.IP) || ipn.Contains(n.IP)) {
-				clash = true
-			}
-		}
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue // the default route
-			}
-			if ones, _ := r.Dst.Mask.Size(); ones > 0 && r.Dst.IP.To4() != nil && (n.Contains(r.Dst.IP) || r.Dst.Contains(n.IP)) {
-				clash = true
-			}
-		}
-		if !clash {
-			return n
-		}
-	}
-	t.Fatal("no free /16 for the cluster CIDR")
-	return nil
 }
 
 // saLeftovers lists what the node's pods leave behind: mounts under its
