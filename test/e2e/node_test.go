@@ -218,7 +218,16 @@ func TestNodeStreaming(t *testing.T) {
 				name := fmt.Sprintf("reader-%d", i)
 				n.waitPod(name, 30*time.Second, func(p *corev1.Pod) error { return nodeRunning(p) })
 				r := s.kubectl(c, "hello\nworld\n", nil, "attach", "-i", name)
-				if r.err != nil || !strings.Contains(r.stdout, "got-hello\ngot-world\n") {
+				want := "got-hello\ngot-world\n"
+				if c.name == "kubectl-1.30" {
+					// kubectl 1.30's WebSocket client at times drops the tail
+					// of a stream's output (kubernetes/kubernetes#124571); it
+					// lost "got-world" once in CI, never with 1.27 (SPDY),
+					// 1.33 or the bundled kubectl. The pod's log below still
+					// shows that both lines reached the container.
+					want = "got-hello\n"
+				}
+				if r.err != nil || !strings.Contains(r.stdout, want) {
 					t.Errorf("kubectl attach -i: %s", r)
 				}
 				n.waitPod(name, 30*time.Second, func(p *corev1.Pod) error {
@@ -227,6 +236,9 @@ func TestNodeStreaming(t *testing.T) {
 					}
 					return nil
 				})
+				if logs := s.must(t, c, "logs", name); logs != "got-hello\ngot-world\n" {
+					t.Errorf("logs of the attached pod: %q", logs)
+				}
 			})
 			t.Run("port-forward", func(t *testing.T) {
 				n := n.in(t)
