@@ -574,31 +574,18 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	var timeout <-chan time.Time
-	if req.GetTimeout() > 0 {
-		t := time.NewTimer(time.Duration(req.GetTimeout()) * time.Second)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case err = <-done:
-	case <-timeout:
-		killExec(pidFile)
-		<-done
-		return nil, status.Errorf(codes.DeadlineExceeded, "command %q in container %s timed out after %ds", req.GetCmd(), c.ID, req.GetTimeout())
-	case <-ctx.Done():
-		killExec(pidFile)
-		<-done
-		return nil, ctx.Err()
+	exited, err := awaitExec(ctx, c, req, pidFile, done)
+	if err != nil {
+		return nil, err
 	}
 	resp := &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
 	var ee *exec.ExitError
 	switch {
-	case err == nil:
-	case errors.As(err, &ee):
+	case exited == nil:
+	case errors.As(exited, &ee):
 		resp.ExitCode = int32(ee.ExitCode())
 	default:
-		return nil, fmt.Errorf("container %s: exec: %w", c.ID, err)
+		return nil, fmt.Errorf("container %s: exec: %w", c.ID, exited)
 	}
 	return resp, nil
 }
@@ -639,23 +626,9 @@ func (s *Server) execSyncBuiltin(ctx context.Context, c *container, req *runtime
 		errW.Close()
 		done <- result{code, err}
 	}()
-	var timeout <-chan time.Time
-	if req.GetTimeout() > 0 {
-		t := time.NewTimer(time.Duration(req.GetTimeout()) * time.Second)
-		defer t.Stop()
-		timeout = t.C
-	}
-	var r result
-	select {
-	case r = <-done:
-	case <-timeout:
-		killExec(pidFile)
-		<-done
-		return nil, status.Errorf(codes.DeadlineExceeded, "command %q in container %s timed out after %ds", req.GetCmd(), c.ID, req.GetTimeout())
-	case <-ctx.Done():
-		killExec(pidFile)
-		<-done
-		return nil, ctx.Err()
+	r, err := awaitExec(ctx, c, req, pidFile, done)
+	if err != nil {
+		return nil, err
 	}
 	// A process the command left behind may hold the pipes open.
 	copied := make(chan struct{})
@@ -672,6 +645,31 @@ func (s *Server) execSyncBuiltin(ctx context.Context, c *container, req *runtime
 		r.code = 255
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(r.code)}, nil
+}
+
+// awaitExec waits for an ExecSync command's result on done; when the
+// request's timeout passes or ctx ends first, it kills the command (through
+// its pid file), waits for it to go and returns the error instead.
+func awaitExec[T any](ctx context.Context, c *container, req *runtimeapi.ExecSyncRequest, pidFile string, done <-chan T) (T, error) {
+	var timeout <-chan time.Time
+	if req.GetTimeout() > 0 {
+		t := time.NewTimer(time.Duration(req.GetTimeout()) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var zero T
+	select {
+	case r := <-done:
+		return r, nil
+	case <-timeout:
+		killExec(pidFile)
+		<-done
+		return zero, status.Errorf(codes.DeadlineExceeded, "command %q in container %s timed out after %ds", req.GetCmd(), c.ID, req.GetTimeout())
+	case <-ctx.Done():
+		killExec(pidFile)
+		<-done
+		return zero, ctx.Err()
+	}
 }
 
 // killExec kills the process runc exec started inside the container; killing
