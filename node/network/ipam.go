@@ -133,11 +133,8 @@ func (a *allocator) allocate(containerID, ifName string, fresh *bool) (net.IP, e
 	if err != nil {
 		return nil, fmt.Errorf("network %q: read allocations: %w", a.network, err)
 	}
-	want := owner(containerID, ifName)
-	for ip, who := range held {
-		if who == want {
-			return net.ParseIP(ip).To4(), nil
-		}
+	if ip := heldBy(held, containerID, ifName); ip != nil {
+		return ip, nil
 	}
 	*fresh = true
 
@@ -156,7 +153,7 @@ func (a *allocator) allocate(containerID, ifName string, fresh *bool) (net.IP, e
 		if _, taken := held[ip.String()]; taken {
 			continue
 		}
-		ok, err := a.reserve(ip, want)
+		ok, err := a.reserve(ip, owner(containerID, ifName))
 		if err != nil {
 			return nil, fmt.Errorf("network %q: reserve %s for %s: %w", a.network, ip, containerID, err)
 		}
@@ -210,13 +207,19 @@ func (a *allocator) Lookup(containerID, ifName string) (net.IP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network %q: read allocations: %w", a.network, err)
 	}
+	return heldBy(held, containerID, ifName), nil
+}
+
+// heldBy is the address in held (address -> owner) that containerID/ifName
+// owns, or nil.
+func heldBy(held map[string]string, containerID, ifName string) net.IP {
 	want := owner(containerID, ifName)
 	for ip, who := range held {
 		if who == want {
-			return net.ParseIP(ip).To4(), nil
+			return net.ParseIP(ip).To4()
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // Release frees what containerID/ifName holds; releasing nothing succeeds.
